@@ -1,0 +1,349 @@
+//! Configuration: one TOML file, in two steps — raw serde structs that reject unknown
+//! keys, then a validated [`Config`]. Every key and its default is documented in
+//! `config/README.md` (a test keeps the two in step); deployment settings and
+//! secrets can come from the environment (`ATTACHE_*`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::decode::DEFAULT_MAX_BYTES;
+use crate::embedded::DEFAULT_SAMPLE;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Default HTTP address: loopback, port 9464 (the Prometheus exporter range).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.into()
+}
+fn default_rules_dir() -> PathBuf {
+    "rules".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_sample() -> String {
+    DEFAULT_SAMPLE.into()
+}
+fn default_max_bytes() -> usize {
+    DEFAULT_MAX_BYTES
+}
+// A burst of editor writes settles well within this.
+fn default_debounce_ms() -> u64 {
+    250
+}
+// Room for a few seconds of a firehose between stages without unbounded memory.
+fn default_channel_capacity() -> usize {
+    1024
+}
+
+/// `[input]`: where posts come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// `sample` (a stream bundled in the binary), `file`, `stdin` or `kafka`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// For `file`: the JSON-lines file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// For `sample`: which bundled stream.
+    #[serde(default = "default_sample")]
+    pub sample: String,
+    /// Largest message accepted; bigger ones go to the dead letters.
+    #[serde(default = "default_max_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_kind() -> String {
+    "sample".into()
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_kind(),
+            path: None,
+            sample: default_sample(),
+            max_message_bytes: default_max_bytes(),
+        }
+    }
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Directory of rule files. Without a config file and without `./rules`, the
+    /// rules embedded in the binary are used.
+    #[serde(default = "default_rules_dir")]
+    pub dir: PathBuf,
+    /// Reload when a file in the directory changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet time after the last change before reloading, in milliseconds.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// Run the rules' embedded examples before a reload is accepted.
+    #[serde(default = "default_true")]
+    pub reload_requires_examples: bool,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_rules_dir(),
+            watch: true,
+            debounce_ms: default_debounce_ms(),
+            reload_requires_examples: true,
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address for /metrics, /healthz, /readyz, /rules, POST /-/reload, POST /explain.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Serve the POST endpoints (/-/reload, /explain).
+    #[serde(default = "default_true")]
+    pub enable_post: bool,
+    /// Name of an environment variable holding a bearer token that POST requests must
+    /// carry. Required when `listen` is not a loopback address and POST is enabled.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            enable_post: true,
+            bearer_token_env: None,
+        }
+    }
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Print every alert as a JSON line on stdout.
+    #[serde(default = "default_true")]
+    pub stdout: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { stdout: true }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Capacity of the bounded channels between stages (messages).
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: default_channel_capacity(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// JSON log lines instead of human-readable text.
+    #[serde(default)]
+    pub json: bool,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where posts come from.
+    #[serde(default)]
+    pub input: InputConfig,
+    /// Rules.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// HTTP server.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Outputs that need no delivery guarantees.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Stage plumbing.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where the file was read from (`None` for the embedded default).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Read, parse and validate a file, then apply environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut c = Self::parse(&text, path)?;
+        c.apply_env(|k| std::env::var(k).ok());
+        c.path = Some(path.to_path_buf());
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    /// Parse TOML text (no environment, no validation).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " | "),
+        })
+    }
+
+    /// Apply `ATTACHE_*` overrides (deployment settings that differ per environment).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("ATTACHE_HTTP_LISTEN") {
+            self.http.listen = v;
+        }
+        if let Some(v) = get("ATTACHE_RULES_DIR") {
+            self.rules.dir = v.into();
+        }
+        if let Some(v) = get("ATTACHE_INPUT_PATH") {
+            self.input.path = Some(v.into());
+        }
+    }
+
+    /// Check values that serde cannot.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match self.input.kind.as_str() {
+            "sample" => {
+                if crate::embedded::sample(&self.input.sample).is_none() {
+                    let names: Vec<&str> =
+                        crate::embedded::SAMPLES.iter().map(|(p, _)| *p).collect();
+                    return Err(bad(format!(
+                        "input.sample `{}` is not bundled (bundled: {})",
+                        self.input.sample,
+                        names.join(", ")
+                    )));
+                }
+            }
+            "file" => {
+                if self.input.path.is_none() {
+                    return Err(bad("input.kind = \"file\" needs input.path".into()));
+                }
+            }
+            "stdin" => {}
+            other => {
+                return Err(bad(format!(
+                    "input.kind `{other}` is not one of sample, file, stdin"
+                )))
+            }
+        }
+        if self.input.max_message_bytes == 0 {
+            return Err(bad("input.max_message_bytes must be > 0".into()));
+        }
+        if self.pipeline.channel_capacity == 0 {
+            return Err(bad("pipeline.channel_capacity must be > 0".into()));
+        }
+        let addr: std::net::SocketAddr = self
+            .http
+            .listen
+            .parse()
+            .map_err(|e| bad(format!("http.listen `{}`: {e}", self.http.listen)))?;
+        if !addr.ip().is_loopback() && self.http.enable_post && self.http.bearer_token_env.is_none()
+        {
+            return Err(bad(format!(
+                "http.listen {addr} is beyond loopback: set http.bearer_token_env or http.enable_post = false"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.http.listen, DEFAULT_LISTEN);
+        assert_eq!(c.input.kind, "sample");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_position() {
+        let e = Config::parse(
+            "[http]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("lisen") && s.contains("line 3"), "{s}");
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "ATTACHE_HTTP_LISTEN").then(|| "127.0.0.1:1".to_string()));
+        assert_eq!(c.http.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn public_listen_needs_a_token_or_no_post() {
+        let mut c = Config::default();
+        c.http.listen = "0.0.0.0:9464".into();
+        assert!(c.validate(Path::new("x")).is_err());
+        c.http.enable_post = false;
+        assert!(c.validate(Path::new("x")).is_ok());
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP server: /metrics, /healthz, /readyz, /rules, POST /-/reload, POST /explain.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::decode::{decode, Limits};
+use crate::pipeline::Shared;
+
+/// The router, for tests that serve it themselves.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/rules", get(rules))
+        .route("/-/reload", post(reload))
+        .route("/explain", post(explain))
+        .with_state(shared)
+}
+
+/// Serve until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(shared);
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the source is not connected\n",
+        )
+            .into_response()
+    }
+}
+
+async fn rules(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let rs = s.rules.load();
+    Json(json!({
+        "version": rs.version,
+        "loaded_at": **s.loaded_at.load(),
+        "origin": match &s.origin { crate::pipeline::RulesOrigin::Dir(d) => d.display().to_string(), crate::pipeline::RulesOrigin::Embedded => "embedded".into() },
+        "files": rs.files,
+        "rules": rs.rules.iter().map(|r| json!({
+            "id": r.id, "title": r.title, "category": r.category, "severity": r.severity.as_str(),
+            "score": r.score, "enabled": r.enabled, "tags": r.tags,
+            "file": r.file.display().to_string(), "line": r.line,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+fn authorised(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    if !s.enable_post {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "POST endpoints are disabled (http.enable_post = false)\n",
+        )
+            .into_response());
+    }
+    if let Some(tok) = &s.bearer_token {
+        let got = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if got != Some(tok.as_str()) {
+            return Err(
+                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response(),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn reload(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    match s.reload("http").await {
+        Ok(v) => (StatusCode::OK, Json(json!({"status": "reloaded", "version": v}))).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"status": "rejected", "error": e.to_string(), "version": s.rules.load().version})),
+        )
+            .into_response(),
+    }
+}
+
+async fn explain(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    let post = match decode(&body, &Limits::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response()
+        }
+    };
+    let rs = s.rules.load();
+    let traces = crate::commands::explain::traces(&rs, &post);
+    Json(crate::commands::explain::render_json(&rs, &post, &traces)).into_response()
+}

@@ -1,0 +1,286 @@
+//! The `attache` command line: a thin layer over the library (DESIGN §6).
+
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use attache::commands::{eval, explain, scan};
+use attache::decode::{decode, Limits};
+use attache::rules::{self, examples, LoadError, RuleSet};
+
+/// attaché — early warning of diplomatic crises from official government posts.
+#[derive(Parser)]
+#[command(name = "attache", version, about, long_about = None)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "ATTACHE_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service. Without --config: the bundled sample stream with ./rules,
+    /// alerts on stdout, HTTP on 127.0.0.1:9464, exit when the stream ends.
+    Run {
+        /// TOML configuration file (see config/).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Keep serving HTTP after a finite input ends (readiness stays 200).
+        #[arg(long)]
+        follow: bool,
+        /// HTTP address for /metrics, /healthz, /readyz, /rules, /explain.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate rule files; report every error as file:line:column. Exit 1 on error.
+    Check {
+        /// Rules directory.
+        #[arg(default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Run the examples embedded in rule files. Exit 1 when one fails.
+    Test {
+        /// Rules directory.
+        #[arg(default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// JSON-lines posts in, per-post alerts out (one per line, never deduplicated).
+    Scan {
+        /// Rules directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Add the matched lists and the rule's location to each alert.
+        #[arg(long)]
+        explain: bool,
+        /// Write undecodable lines here (JSON lines with reason and line number)
+        /// instead of stderr.
+        #[arg(long)]
+        dead_letter: Option<PathBuf>,
+        /// Largest line accepted, in bytes.
+        #[arg(long, default_value_t = attache::decode::DEFAULT_MAX_BYTES)]
+        max_bytes: usize,
+        /// Input file; `-` for stdin.
+        #[arg(default_value = "-")]
+        input: String,
+    },
+    /// Show which rules fire on a text or post, and why, with evidence spans.
+    Explain {
+        /// Rules directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// The post text.
+        #[arg(long, conflicts_with = "post")]
+        text: Option<String>,
+        /// A whole post as canonical JSON.
+        #[arg(long)]
+        post: Option<String>,
+        /// Media caption to attach (implies an image).
+        #[arg(long)]
+        caption: Option<String>,
+        /// Account country of the post.
+        #[arg(long)]
+        country: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Precision, recall and F1 per category on a labelled JSON-lines file, with
+    /// every false positive and negative.
+    Eval {
+        /// Rules directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Print only the table, not the errors.
+        #[arg(long)]
+        quiet: bool,
+        /// Labelled posts (`labels: [...]` per line).
+        labeled: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    attache::telemetry::init_logging(cli.log_json);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(dir: &Path) -> Result<RuleSet> {
+    match rules::load_dir(dir) {
+        Ok(r) => Ok(r),
+        Err(e @ LoadError::Invalid(_)) => Err(anyhow::anyhow!("{e}")),
+        Err(e) => Err(e).context("loading rules"),
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Run {
+            config,
+            follow,
+            listen,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(attache::pipeline::main(config, follow, listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { rules: dir } => match rules::load_dir(&dir) {
+            Ok(rs) => {
+                println!(
+                    "ok: {} rules ({} enabled) in {} files, {} terms, version {}",
+                    rs.rules.len(),
+                    rs.enabled(),
+                    rs.files.len(),
+                    rs.patterns,
+                    rs.version
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(LoadError::Invalid(diags)) => {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                eprintln!("{} error(s)", diags.len());
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Test { rules: dir } => {
+            let rs = match rules::load_dir(&dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let rep = examples::run(&rs);
+            for f in &rep.failures {
+                eprintln!("FAIL {f}");
+            }
+            for r in &rep.rules_without_examples {
+                eprintln!("warning: rule `{r}` has no examples");
+            }
+            println!(
+                "{} passed, {} failed ({} examples in {} rules)",
+                rep.passed,
+                rep.failures.len(),
+                rep.run,
+                rs.rules.len()
+            );
+            Ok(if rep.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Scan {
+            rules: dir,
+            explain,
+            dead_letter,
+            max_bytes,
+            input,
+        } => {
+            let rs = load(&dir)?;
+            let opts = scan::Options {
+                explain,
+                limits: Limits { max_bytes },
+                name: input.clone(),
+            };
+            let stdout = io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+            let mut dead: Box<dyn Write> = match &dead_letter {
+                Some(p) => Box::new(BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                )),
+                None => Box::new(io::stderr()),
+            };
+            let reader: Box<dyn BufRead> = if input == "-" {
+                Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
+            } else {
+                Box::new(BufReader::with_capacity(
+                    1 << 16,
+                    std::fs::File::open(&input).with_context(|| format!("opening {input}"))?,
+                ))
+            };
+            let stats = match scan::scan(&rs, reader, &mut out, &mut *dead, &opts) {
+                Ok(s) => s,
+                // A closed stdout (`attache scan … | head`) ends the scan quietly.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+                Err(e) => return Err(e).context("scanning"),
+            };
+            tracing::info!(
+                lines = stats.lines,
+                posts = stats.posts,
+                alerts = stats.alerts,
+                dead_letters = stats.dead_letters,
+                "scan done"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            rules: dir,
+            text,
+            post,
+            caption,
+            country,
+            json,
+        } => {
+            let rs = load(&dir)?;
+            let raw = match (post, text) {
+                (Some(p), _) => p,
+                (None, Some(t)) => {
+                    let mut v = serde_json::json!({"id": "explain", "platform": "cli", "text": t});
+                    if let Some(c) = caption {
+                        v["media"] = serde_json::json!([{"type": "image", "caption": c}]);
+                    }
+                    if let Some(c) = country {
+                        v["account"] = serde_json::json!({"country": c});
+                    }
+                    v.to_string()
+                }
+                (None, None) => anyhow::bail!("give --text \"…\" or --post '{{json}}'"),
+            };
+            let post = decode(raw.as_bytes(), &Limits::default()).context("decoding the post")?;
+            let traces = explain::traces(&rs, &post);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explain::render_json(&rs, &post, &traces))?
+                );
+            } else {
+                print!("{}", explain::render_text(&rs, &post, &traces));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            rules: dir,
+            quiet,
+            labeled,
+        } => {
+            let rs = load(&dir)?;
+            let f = std::fs::File::open(&labeled)
+                .with_context(|| format!("opening {}", labeled.display()))?;
+            let rep = eval::evaluate(&rs, BufReader::new(f))?;
+            print!("{}", eval::render(&rep, !quiet));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Wires the stages with bounded channels and owns start-up and shutdown:
+//!
+//! ```text
+//! source ──Envelope──► process (decode, normalise, match, build alerts; blocking thread)
+//!        ──Processed──► route (each alert to every sink, wait until all accepted)
+//!        ──Delivery──► sinks (stdout, …)
+//! ```
+//!
+//! Every channel is bounded, so a slow sink pauses the source (backpressure). The
+//! HTTP server (metrics, health, rules, reload, explain) runs beside the stages.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+
+use crate::alert::{self, Alert};
+use crate::config::Config;
+use crate::decode::{decode, DecodeError, DecodeReason, Limits};
+use crate::rules::{self, examples, Matcher, RuleSet};
+use crate::sink::{self, Delivery};
+use crate::source::lines::LinesInput;
+use crate::source::Envelope;
+use crate::telemetry::events::{AlertRaised, DecodeFailed, RulesLoaded};
+use crate::telemetry::Metrics;
+
+/// Where the live rules come from.
+#[derive(Debug, Clone)]
+pub enum RulesOrigin {
+    /// A directory (reloadable).
+    Dir(PathBuf),
+    /// The rules compiled into the binary (not reloadable).
+    Embedded,
+}
+
+/// State shared by the stages and the HTTP server.
+pub struct Shared {
+    /// The live rule set; reload swaps it atomically.
+    pub rules: ArcSwap<RuleSet>,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+    /// Where rules are loaded from.
+    pub origin: RulesOrigin,
+    /// Whether a reload must pass the rules' examples.
+    pub reload_requires_examples: bool,
+    /// The source is connected (or, with --follow, has finished).
+    pub source_ready: AtomicBool,
+    /// Serialises reloads.
+    pub reload_lock: Mutex<()>,
+    /// Unix time of the live rule set's load.
+    pub loaded_at: ArcSwap<String>,
+    /// Required bearer token for POST endpoints, if any.
+    pub bearer_token: Option<String>,
+    /// Whether POST endpoints are served.
+    pub enable_post: bool,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The rules are embedded in the binary.
+    #[error("the embedded rules cannot be reloaded; run with a rules directory")]
+    Embedded,
+    /// The files do not compile.
+    #[error("{0}")]
+    Load(#[from] rules::LoadError),
+    /// Examples fail.
+    #[error("{} rule example(s) fail:\n{}", .0.len(), .0.join("\n"))]
+    Examples(Vec<String>),
+}
+
+impl Shared {
+    /// Compile the rules off the hot path, run their examples, and swap them in.
+    /// On any error the previous rules stay in force.
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<String, ReloadError> {
+        let _g = self.reload_lock.lock().await;
+        let RulesOrigin::Dir(dir) = self.origin.clone() else {
+            return Err(ReloadError::Embedded);
+        };
+        let need_examples = self.reload_requires_examples;
+        let res = tokio::task::spawn_blocking(move || -> Result<RuleSet, ReloadError> {
+            let rs = rules::load_dir(&dir)?;
+            if need_examples {
+                let rep = examples::run(&rs);
+                if !rep.failures.is_empty() {
+                    return Err(ReloadError::Examples(
+                        rep.failures.iter().map(|f| f.to_string()).collect(),
+                    ));
+                }
+            }
+            Ok(rs)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ReloadError::Examples(vec![format!(
+                "reload task failed: {e}"
+            )]))
+        });
+        match res {
+            Ok(rs) => {
+                let version = rs.version.clone();
+                self.metrics.prepare_rules(&rs);
+                RulesLoaded {
+                    rules: Some(rs.rules.len()),
+                    version: Some(&version),
+                    error: None,
+                    trigger,
+                }
+                .emit(&self.metrics);
+                self.rules.store(Arc::new(rs));
+                self.loaded_at
+                    .store(Arc::new(alert::rfc3339(chrono::Utc::now())));
+                Ok(version)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                RulesLoaded {
+                    rules: None,
+                    version: None,
+                    error: Some(&msg),
+                    trigger,
+                }
+                .emit(&self.metrics);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ready: rules loaded and the source connected (or finished, with --follow).
+    pub fn ready(&self) -> bool {
+        self.source_ready.load(Ordering::Acquire)
+    }
+}
+
+/// A processed message: its alerts, or the reason it is a dead letter.
+struct Processed {
+    alerts: Vec<Arc<Alert>>,
+    ingest: SystemTime,
+}
+
+/// Run the service until the input ends (or a signal), per DESIGN §6.
+pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>) -> Result<()> {
+    let mut cfg = match &config {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Config::default(),
+    };
+    if let Some(l) = listen {
+        cfg.http.listen = l;
+    }
+    let metrics = Metrics::new();
+
+    // Rules: the configured directory; without a config file and without ./rules, the
+    // rules compiled into the binary.
+    let (origin, rs) = if config.is_none() && !cfg.rules.dir.is_dir() {
+        tracing::info!("no ./rules directory: using the rules embedded in the binary");
+        let rs = rules::load_sources(&crate::embedded::rule_sources())
+            .map_err(|e| anyhow::anyhow!("embedded rules: {e}"))?;
+        (RulesOrigin::Embedded, rs)
+    } else {
+        let dir = cfg.rules.dir.clone();
+        let rs = rules::load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        (RulesOrigin::Dir(dir), rs)
+    };
+    metrics.prepare_rules(&rs);
+    RulesLoaded {
+        rules: Some(rs.rules.len()),
+        version: Some(&rs.version),
+        error: None,
+        trigger: "startup",
+    }
+    .emit(&metrics);
+
+    let bearer_token = match &cfg.http.bearer_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("http.bearer_token_env: ${var} is not set"))?,
+        ),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        rules: ArcSwap::from_pointee(rs),
+        metrics: metrics.clone(),
+        origin,
+        reload_requires_examples: cfg.rules.reload_requires_examples,
+        source_ready: AtomicBool::new(false),
+        reload_lock: Mutex::new(()),
+        loaded_at: ArcSwap::from_pointee(alert::rfc3339(chrono::Utc::now())),
+        bearer_token,
+        enable_post: cfg.http.enable_post,
+    });
+
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", cfg.http.listen))?;
+    tracing::info!(address = %cfg.http.listen, "serving /metrics, /healthz, /readyz, /rules");
+    let http = tokio::spawn(crate::http::serve(listener, shared.clone(), http_stop_rx));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(signal_loop(shared.clone(), stop_tx.clone()));
+
+    let input = match cfg.input.kind.as_str() {
+        "file" => LinesInput::File(cfg.input.path.clone().context("input.path")?),
+        "stdin" => LinesInput::Stdin,
+        _ => {
+            let content = crate::embedded::sample(&cfg.input.sample)
+                .with_context(|| format!("no bundled sample `{}`", cfg.input.sample))?;
+            LinesInput::Sample(cfg.input.sample.clone(), content)
+        }
+    };
+    let cap = cfg.pipeline.channel_capacity;
+    let (env_tx, env_rx) = mpsc::channel::<Envelope>(cap);
+    let (proc_tx, proc_rx) = mpsc::channel::<Processed>(cap);
+
+    // Sinks.
+    let mut sinks: Vec<(&'static str, mpsc::Sender<Delivery>)> = Vec::new();
+    let mut sink_tasks = Vec::new();
+    if cfg.output.stdout {
+        let (tx, rx) = mpsc::channel(cap);
+        sink_tasks.push(tokio::spawn(sink::stdout::run(rx, metrics.clone())));
+        sinks.push(("stdout", tx));
+    }
+
+    // Source.
+    let max_bytes = cfg.input.max_message_bytes;
+    let source_name = input.name();
+    let src_stop = stop_rx.clone();
+    shared.source_ready.store(true, Ordering::Release);
+    let source =
+        tokio::task::spawn_blocking(move || input.run_blocking(max_bytes, env_tx, src_stop));
+
+    // Process.
+    let p_shared = shared.clone();
+    let dead_path = None::<PathBuf>;
+    let process = tokio::task::spawn_blocking(move || {
+        process_loop(env_rx, proc_tx, p_shared, max_bytes, dead_path)
+    });
+
+    // Route.
+    let router = tokio::spawn(route_loop(proc_rx, sinks, metrics.clone()));
+
+    let read = source.await.context("source task")?;
+    match &read {
+        Ok(n) => tracing::info!(source = %source_name, messages = n, "input finished"),
+        Err(e) => tracing::error!(source = %source_name, error = %e, "input failed"),
+    }
+    process.await.context("process task")?;
+    router.await.context("route task")?;
+    for t in sink_tasks {
+        let _ = t.await;
+    }
+    metrics.input_finished.set(1);
+
+    if follow && !*stop_rx.borrow() {
+        tracing::info!("input finished; still serving HTTP (--follow) until SIGINT/SIGTERM");
+        let mut s = stop_rx.clone();
+        while !*s.borrow() {
+            if s.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    signals.abort();
+    let _ = http_stop_tx.send(true);
+    let _ = http.await;
+    read.context("reading the input")?;
+    Ok(())
+}
+
+async fn signal_loop(shared: Arc<Shared>, stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); let _ = stop.send(true); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); let _ = stop.send(true); }
+            _ = hup.recv() => { let _ = shared.reload("SIGHUP").await; }
+        }
+    }
+}
+
+fn process_loop(
+    mut rx: mpsc::Receiver<Envelope>,
+    tx: mpsc::Sender<Processed>,
+    shared: Arc<Shared>,
+    max_bytes: usize,
+    dead_path: Option<PathBuf>,
+) {
+    let m = &shared.metrics;
+    let limits = Limits { max_bytes };
+    let mut matcher = Matcher::new();
+    let mut matches = Vec::new();
+    let mut dead: Box<dyn Write> = match &dead_path {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                tracing::error!(path = %p.display(), error = %e, "cannot open the dead-letter file; writing dead letters to stderr");
+                Box::new(std::io::stderr())
+            }
+        },
+        None => Box::new(std::io::stderr()),
+    };
+    while let Some(env) = rx.blocking_recv() {
+        let t = Instant::now();
+        m.posts_consumed.with_label_values(&["lines"]).inc();
+        let decoded = match env.oversize {
+            Some(size) => Err(DecodeError::new(
+                DecodeReason::Oversize,
+                format!("{size} bytes exceeds the limit of {max_bytes} bytes"),
+            )),
+            None => decode(&env.payload, &limits),
+        };
+        let post = match decoded {
+            Ok(p) => p,
+            Err(e) => {
+                let origin = env.origin_label();
+                DecodeFailed {
+                    error: &e,
+                    origin: &origin,
+                }
+                .emit(m);
+                let rec = serde_json::json!({
+                    "origin": origin, "reason": e.reason.as_str(), "error": e.detail,
+                    "size": env.oversize.unwrap_or(env.payload.len()),
+                    "raw": String::from_utf8_lossy(&env.payload[..env.payload.len().min(64 * 1024)]),
+                });
+                let _ = writeln!(dead, "{rec}");
+                continue;
+            }
+        };
+        let rules = shared.rules.load();
+        matches.clear();
+        matcher.match_post(&rules, &post, &mut matches);
+        let fired_at = alert::rfc3339(chrono::Utc::now());
+        let alerts: Vec<Arc<Alert>> = matches
+            .iter()
+            .map(|mm| {
+                let r = &rules.rules[mm.rule];
+                AlertRaised {
+                    rule: &r.id,
+                    category: &r.category,
+                    severity: r.severity.as_str(),
+                }
+                .emit(m);
+                Arc::new(alert::build(
+                    &rules,
+                    mm,
+                    &post,
+                    Some(fired_at.clone()),
+                    Some(env.origin.clone()),
+                ))
+            })
+            .collect();
+        m.processing_seconds.observe(t.elapsed().as_secs_f64());
+        if tx
+            .blocking_send(Processed {
+                alerts,
+                ingest: env.ingest,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn route_loop(
+    mut rx: mpsc::Receiver<Processed>,
+    sinks: Vec<(&'static str, mpsc::Sender<Delivery>)>,
+    m: Metrics,
+) {
+    while let Some(p) = rx.recv().await {
+        for a in &p.alerts {
+            for (name, tx) in &sinks {
+                let (done, wait) = oneshot::channel();
+                m.queue_depth.with_label_values(&[name]).inc();
+                let sent = tx
+                    .send(Delivery {
+                        alert: a.clone(),
+                        done,
+                    })
+                    .await
+                    .is_ok();
+                if sent {
+                    let _ = wait.await;
+                }
+                m.queue_depth.with_label_values(&[name]).dec();
+            }
+        }
+        if let Ok(d) = SystemTime::now().duration_since(p.ingest) {
+            m.end_to_end_seconds.observe(d.as_secs_f64());
+        }
+    }
+}

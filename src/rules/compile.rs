@@ -1,0 +1,1315 @@
+//! Compile rule files into an immutable [`RuleSet`]: validate, intern every term into
+//! one Aho-Corasick automaton (plus a RegexSet for regex terms) and index each rule
+//! under the terms it cannot fire without.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use sha2::{Digest, Sha256};
+
+use super::format::{RawCond, RawExample, RawFile, RawList, RawRule, Spanned};
+use super::{Diagnostic, LoadError, Severity};
+use crate::normalize::normalize;
+
+/// Largest compiled size of one regex term (bytes); bigger is a `check` error.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Largest compiled size of the RegexSet of all regex terms (bytes).
+pub const REGEX_SET_SIZE_LIMIT: usize = 32 << 20;
+/// Name of the built-in list made of every country term.
+pub const COUNTRY_LIST: &str = "country";
+
+/// One rule file's text, as read from disk (or embedded).
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Path shown in diagnostics.
+    pub path: PathBuf,
+    /// File content.
+    pub text: String,
+}
+
+/// A loaded file, for `/rules` and `attache check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileInfo {
+    /// Path as loaded.
+    pub path: PathBuf,
+    /// `rules`, `lists` or `countries`.
+    pub kind: &'static str,
+    /// Number of rules defined.
+    pub rules: usize,
+    /// Number of lists (or countries) defined.
+    pub lists: usize,
+}
+
+/// Fields of a post a rule can look at.
+pub mod field {
+    /// The post body.
+    pub const TEXT: u8 = 1;
+    /// Media captions.
+    pub const CAPTION: u8 = 2;
+    /// Media alt texts.
+    pub const ALT_TEXT: u8 = 4;
+    /// Quoted / replied-to text.
+    pub const QUOTED: u8 = 8;
+    /// Default: text and media, not quoted text (it is context, not evidence).
+    pub const DEFAULT: u8 = TEXT | CAPTION | ALT_TEXT;
+}
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub(crate) enum Cond {
+    Set(u32),
+    Any(Vec<Cond>),
+    All(Vec<Cond>),
+    None(Vec<Cond>),
+    AtLeast(usize, Vec<Cond>),
+    /// Children in one sentence of one field, at most `within` tokens apart.
+    Near {
+        children: Vec<Cond>,
+        within: Option<u32>,
+    },
+}
+
+/// Where an exception must hold to suppress a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The same sentence as the match (default).
+    Sentence,
+    /// The same field.
+    Field,
+    /// Anywhere in the searched fields.
+    Post,
+    /// Within this many tokens of the match.
+    Distance(u32),
+}
+
+impl Scope {
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Self::Sentence => "sentence".into(),
+            Self::Field => "field".into(),
+            Self::Post => "post".into(),
+            Self::Distance(n) => format!("within {n} tokens"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Exception {
+    pub(crate) cond: Cond,
+    pub(crate) scope: Scope,
+}
+
+/// Account and language filter; a missing post field passes unless `strict`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AccountFilter {
+    pub(crate) roles: Option<Vec<String>>,
+    pub(crate) not_roles: Vec<String>,
+    pub(crate) countries: Option<Vec<String>>,
+    pub(crate) not_countries: Vec<String>,
+    pub(crate) handles: Option<Vec<String>>,
+    pub(crate) not_handles: Vec<String>,
+    pub(crate) langs: Option<Vec<String>>,
+    pub(crate) strict: bool,
+}
+
+/// An example post embedded in a rule.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// Line in the rule file.
+    pub line: u64,
+    /// Column in the rule file.
+    pub column: u64,
+    /// The post as canonical JSON.
+    pub json: String,
+    /// Short text for reports.
+    pub label: String,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique, stable id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Category.
+    pub category: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Escalation score.
+    pub score: f64,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// References.
+    pub references: Vec<String>,
+    /// Whether the rule fires.
+    pub enabled: bool,
+    /// Defining file.
+    pub file: PathBuf,
+    /// Line of the rule's `id`.
+    pub line: u64,
+    /// Examples that must match.
+    pub examples_match: Vec<Example>,
+    /// Examples that must not match.
+    pub examples_no_match: Vec<Example>,
+    pub(crate) fields: u8,
+    pub(crate) requires_media: bool,
+    pub(crate) accounts: AccountFilter,
+    pub(crate) when: Cond,
+    pub(crate) unless: Vec<Exception>,
+    /// Sets that must all have been hit for the rule to be worth evaluating.
+    pub(crate) required: Vec<u32>,
+}
+
+/// One entry of an Aho-Corasick pattern: which set it belongs to and which ends
+/// need a word boundary.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) set: u32,
+    pub(crate) left: bool,
+    pub(crate) right: bool,
+    /// For the anchor of a wildcard phrase: the index into `RuleSet::verify` of the
+    /// regex to run on the field instead of recording a hit.
+    pub(crate) verify: u32,
+}
+
+/// No verification regex.
+pub(crate) const NO_VERIFY: u32 = u32::MAX;
+
+/// A named or anonymous set of terms.
+#[derive(Debug, Clone)]
+pub(crate) struct TermSet {
+    pub(crate) name: String,
+    pub(crate) country: Option<String>,
+}
+
+/// A compiled, immutable rule set. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Rules in load order.
+    pub rules: Vec<Rule>,
+    /// Files loaded.
+    pub files: Vec<FileInfo>,
+    /// Content hash of every file (first 12 hex digits of SHA-256).
+    pub version: String,
+    pub(crate) sets: Vec<TermSet>,
+    pub(crate) ac: Option<AhoCorasick>,
+    /// Per AC pattern, a range into `entries`.
+    pub(crate) pattern_entries: Vec<(u32, u32)>,
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) regex_set: Option<RegexSet>,
+    pub(crate) regexes: Vec<(Regex, u32)>,
+    /// Wildcard-phrase regexes (run only when their anchor was found) and their set.
+    pub(crate) verify: Vec<(Regex, u32)>,
+    /// Per set, the rules indexed under it.
+    pub(crate) set_rules: Vec<Vec<u32>>,
+    /// Number of distinct literal patterns.
+    pub patterns: usize,
+}
+
+impl RuleSet {
+    /// Look up a rule by id.
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// Number of enabled rules.
+    pub fn enabled(&self) -> usize {
+        self.rules.iter().filter(|r| r.enabled).count()
+    }
+
+    /// An empty rule set (matches nothing).
+    pub fn empty() -> Self {
+        Self {
+            rules: Vec::new(),
+            files: Vec::new(),
+            version: "empty".into(),
+            sets: Vec::new(),
+            ac: None,
+            pattern_entries: Vec::new(),
+            entries: Vec::new(),
+            regex_set: None,
+            regexes: Vec::new(),
+            verify: Vec::new(),
+            set_rules: Vec::new(),
+            patterns: 0,
+        }
+    }
+}
+
+/// Read every `*.yaml` / `*.yml` file under `dir` (recursively, sorted) and compile.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadError> {
+    let mut paths = Vec::new();
+    collect(dir, &mut paths)?;
+    paths.sort();
+    let mut sources = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| LoadError::io(&path, e))?;
+        sources.push(Source { path, text });
+    }
+    if sources.is_empty() {
+        return Err(LoadError::Invalid(vec![Diagnostic {
+            file: dir.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: "no rule files (*.yaml) found".into(),
+        }]));
+    }
+    load_sources(&sources)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| LoadError::io(dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| LoadError::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Skip hidden entries: editors' swap files, and Kubernetes' `..data` and
+        // `..2024_…` directories (the visible names are symlinks into them).
+        if name.starts_with('.') {
+            continue;
+        }
+        let meta = std::fs::metadata(&path).map_err(|e| LoadError::io(&path, e))?;
+        if meta.is_dir() {
+            collect(&path, out)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Compile already-read sources (used for embedded rules and tests).
+pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
+    let mut b = Builder::default();
+    let mut hasher = Sha256::new();
+    let mut parsed: Vec<(usize, RawFile)> = Vec::new();
+    for (i, src) in sources.iter().enumerate() {
+        hasher.update(src.path.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(src.text.as_bytes());
+        hasher.update([0]);
+        match serde_saphyr::from_str::<RawFile>(&src.text) {
+            Ok(f) => parsed.push((i, f)),
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                let msg = e.without_snippet().to_string();
+                let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+                b.diags.push(Diagnostic {
+                    file: src.path.clone(),
+                    line,
+                    column,
+                    message: strip_location(&msg),
+                });
+            }
+        }
+    }
+    let version = hex::encode(&hasher.finalize()[..6]);
+
+    // Pass 1: lists and countries from every file, so any rule can use any list.
+    let mut files = Vec::new();
+    for (i, f) in &parsed {
+        let path = &sources[*i].path;
+        let kind = match f.kind.as_ref().map(|k| k.value.as_str()) {
+            None | Some("rules") => "rules",
+            Some("lists") => "lists",
+            Some("countries") => "countries",
+            Some(other) => {
+                let k = f.kind.as_ref().map(loc).unwrap_or((0, 0));
+                b.diag(
+                    path,
+                    k,
+                    format!("unknown file kind `{other}` (expected rules, lists or countries)"),
+                );
+                "rules"
+            }
+        };
+        for (name, list) in &f.lists {
+            b.define_list(path, name, list, None);
+        }
+        for (code, list) in &f.countries {
+            if code.len() != 2 || !code.bytes().all(|c| c.is_ascii_uppercase()) {
+                b.diag(
+                    path,
+                    loc(list),
+                    format!("country code `{code}` is not an upper-case ISO 3166-1 alpha-2 code"),
+                );
+                continue;
+            }
+            b.define_list(path, &format!("country:{code}"), list, Some(code.clone()));
+        }
+        files.push(FileInfo {
+            path: path.clone(),
+            kind,
+            rules: f.rules.len(),
+            lists: f.lists.len() + f.countries.len(),
+        });
+    }
+    // The built-in `country` list: every country term.
+    if b.country_terms.is_empty() {
+        b.list_ids
+            .insert(COUNTRY_LIST.into(), (u32::MAX, PathBuf::new(), (0, 0)));
+    } else {
+        let set = b.new_set(COUNTRY_LIST.into(), None);
+        let terms = std::mem::take(&mut b.country_terms);
+        for (path, at, term) in &terms {
+            b.add_term(path, *at, term, set);
+        }
+        b.list_ids
+            .insert(COUNTRY_LIST.into(), (set, PathBuf::new(), (0, 0)));
+    }
+
+    // Pass 2: rules.
+    let mut ids: HashMap<String, (PathBuf, u64)> = HashMap::new();
+    for (i, f) in &parsed {
+        let path = &sources[*i].path;
+        for raw in &f.rules {
+            if let Some(rule) = b.rule(path, f, raw) {
+                if let Some((p, l)) = ids.get(&rule.id) {
+                    b.diag(
+                        path,
+                        loc(&raw.value.id),
+                        format!(
+                            "duplicate rule id `{}` (first defined at {}:{l})",
+                            rule.id,
+                            p.display()
+                        ),
+                    );
+                    continue;
+                }
+                ids.insert(rule.id.clone(), (path.clone(), rule.line));
+                b.rules.push(rule);
+            }
+        }
+    }
+    if !b.diags.is_empty() {
+        b.diags
+            .sort_by(|a, c| (&a.file, a.line, a.column).cmp(&(&c.file, c.line, c.column)));
+        return Err(LoadError::Invalid(b.diags));
+    }
+    b.finish(files, version)
+}
+
+fn strip_location(msg: &str) -> String {
+    // serde-saphyr appends " at line X column Y"; we print our own prefix.
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn loc<T>(s: &Spanned<T>) -> (u64, u64) {
+    (s.referenced.line(), s.referenced.column())
+}
+
+/// A parsed term: literal with boundary flags, or a regex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Term {
+    Literal {
+        text: String,
+        left: bool,
+        right: bool,
+    },
+    Regex(String),
+    /// A phrase with `*` inside (`freeze* assets`): a regex, run only on posts where
+    /// its longest literal piece (the anchor) was found.
+    Wild {
+        regex: String,
+        anchor: String,
+    },
+}
+
+/// Parse one term as written in a list: `re:` regex, `*` wildcards at either end.
+pub(crate) fn parse_term(raw: &str) -> Result<Term, String> {
+    if let Some(re) = raw.strip_prefix("re:") {
+        if re.is_empty() {
+            return Err("empty regex term".into());
+        }
+        return Ok(Term::Regex(re.to_string()));
+    }
+    let t = raw.trim();
+    if t != raw {
+        return Err(format!("term `{raw}` has leading or trailing spaces"));
+    }
+    let left = !t.starts_with('*');
+    let right = !t.ends_with('*');
+    let core = t.trim_start_matches('*').trim_end_matches('*');
+    if core.contains('*') {
+        return wild_term(raw, core, left, right);
+    }
+    let n = normalize(core);
+    let text = n.as_str().trim().to_string();
+    if text.is_empty() {
+        return Err(format!("term `{raw}` is empty after normalisation"));
+    }
+    let first_unspaced = text.chars().next().is_some_and(is_unspaced);
+    let last_unspaced = text.chars().last().is_some_and(is_unspaced);
+    Ok(Term::Literal {
+        text,
+        left: left && !first_unspaced,
+        right: right && !last_unspaced,
+    })
+}
+
+/// `freeze* assets`, `assets in * are frozen`: each `*` is any run of word characters.
+fn wild_term(raw: &str, core: &str, left: bool, right: bool) -> Result<Term, String> {
+    let mut regex = String::new();
+    if left {
+        regex.push_str(r"\b");
+    }
+    let mut anchor = String::new();
+    for (i, seg) in core.split('*').enumerate() {
+        if i > 0 {
+            regex.push_str(r"\w*");
+        }
+        // Normalise each literal piece; keep its edge spaces (they separate words).
+        let lead = seg.starts_with(' ');
+        let trail = seg.ends_with(' ') && seg.len() > 1;
+        let n = normalize(seg.trim());
+        let piece = n.as_str().trim();
+        if lead {
+            regex.push(' ');
+        }
+        regex.push_str(&regex::escape(piece));
+        if trail {
+            regex.push(' ');
+        }
+        if piece.chars().count() > anchor.chars().count() {
+            anchor = piece.to_string();
+        }
+    }
+    if right {
+        regex.push_str(r"\b");
+    }
+    if anchor.chars().count() < 2 {
+        return Err(format!(
+            "term `{raw}`: the literal parts are too short to search for"
+        ));
+    }
+    Ok(Term::Wild { regex, anchor })
+}
+
+/// Characters of scripts written without spaces between words (Chinese, Japanese,
+/// Thai, Lao, Khmer, Myanmar): terms in them match without word boundaries and each
+/// such character is one token.
+pub fn is_unspaced(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF     // Thai, Lao
+        | 0x1000..=0x109F   // Myanmar
+        | 0x1780..=0x17FF   // Khmer
+        | 0x2E80..=0x2FDF   // CJK radicals
+        | 0x3000..=0x303F   // CJK symbols and punctuation
+        | 0x3040..=0x30FF   // Hiragana, Katakana
+        | 0x31F0..=0x31FF   // Katakana extensions
+        | 0x3400..=0x4DBF   // CJK extension A
+        | 0x4E00..=0x9FFF   // CJK unified ideographs
+        | 0xF900..=0xFAFF   // CJK compatibility ideographs
+        | 0xFF66..=0xFF9F   // half-width Katakana
+        | 0x20000..=0x2FA1F // CJK extensions B–F
+    )
+}
+
+#[derive(Default)]
+struct Builder {
+    diags: Vec<Diagnostic>,
+    sets: Vec<TermSet>,
+    /// list name → (set id, defining file, location)
+    list_ids: HashMap<String, (u32, PathBuf, (u64, u64))>,
+    country_terms: Vec<(PathBuf, (u64, u64), String)>,
+    /// normalised literal → pattern index
+    literals: HashMap<String, u32>,
+    pattern_text: Vec<String>,
+    pattern_entries: Vec<Vec<Entry>>,
+    regexes: Vec<(String, u32)>,
+    verify: Vec<(Regex, u32)>,
+    rules: Vec<Rule>,
+    anon: usize,
+}
+
+impl Builder {
+    fn diag(&mut self, file: &Path, at: (u64, u64), message: String) {
+        self.diags.push(Diagnostic {
+            file: file.to_path_buf(),
+            line: at.0,
+            column: at.1,
+            message,
+        });
+    }
+
+    fn new_set(&mut self, name: String, country: Option<String>) -> u32 {
+        self.sets.push(TermSet { name, country });
+        (self.sets.len() - 1) as u32
+    }
+
+    fn define_list(
+        &mut self,
+        path: &Path,
+        name: &str,
+        list: &Spanned<RawList>,
+        country: Option<String>,
+    ) {
+        let at = loc(list);
+        if name == COUNTRY_LIST {
+            self.diag(
+                path,
+                at,
+                format!(
+                    "list name `{COUNTRY_LIST}` is reserved for the union of all country terms"
+                ),
+            );
+            return;
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+        {
+            self.diag(
+                path,
+                at,
+                format!("list name `{name}`: use letters, digits, `_` and `-` only"),
+            );
+            return;
+        }
+        if let Some((_, p, l)) = self.list_ids.get(name) {
+            let msg = format!(
+                "duplicate list `{name}` (first defined at {}:{}:{})",
+                p.display(),
+                l.0,
+                l.1
+            );
+            self.diag(path, at, msg);
+            return;
+        }
+        let set = self.new_set(name.to_string(), country.clone());
+        self.list_ids
+            .insert(name.to_string(), (set, path.to_path_buf(), at));
+        for (lang, terms) in &list.value {
+            if !valid_lang(lang) {
+                self.diag(
+                    path,
+                    at,
+                    format!(
+                        "list `{name}`: `{lang}` is not a language code (e.g. en, fr, zh, or any)"
+                    ),
+                );
+                continue;
+            }
+            for t in terms {
+                let tat = loc(t);
+                if country.is_some() {
+                    self.country_terms
+                        .push((path.to_path_buf(), tat, t.value.clone()));
+                }
+                self.add_term(path, tat, &t.value, set);
+            }
+        }
+    }
+
+    fn add_term(&mut self, path: &Path, at: (u64, u64), raw: &str, set: u32) {
+        match parse_term(raw) {
+            Err(msg) => self.diag(path, at, msg),
+            Ok(Term::Regex(re)) => {
+                match RegexBuilder::new(&re).size_limit(REGEX_SIZE_LIMIT).build() {
+                    Ok(_) => self.regexes.push((re, set)),
+                    Err(regex::Error::CompiledTooBig(n)) => self.diag(
+                        path,
+                        at,
+                        format!("regex `{re}` is too large (compiled size over {n} bytes); simplify it or split it into terms"),
+                    ),
+                    Err(e) => self.diag(
+                        path,
+                        at,
+                        format!("bad regex `{re}`: {}", e.to_string().replace('\n', " ")),
+                    ),
+                }
+            }
+            Ok(Term::Wild { regex, anchor }) => {
+                match RegexBuilder::new(&regex)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    Ok(re) => {
+                        self.verify.push((re, set));
+                        let v = (self.verify.len() - 1) as u32;
+                        self.add_pattern(
+                            anchor,
+                            Entry {
+                                set,
+                                left: false,
+                                right: false,
+                                verify: v,
+                            },
+                        );
+                    }
+                    Err(e) => self.diag(
+                        path,
+                        at,
+                        format!("term `{raw}`: {}", e.to_string().replace('\n', " ")),
+                    ),
+                }
+            }
+            Ok(Term::Literal { text, left, right }) => {
+                self.add_pattern(
+                    text,
+                    Entry {
+                        set,
+                        left,
+                        right,
+                        verify: NO_VERIFY,
+                    },
+                );
+            }
+        }
+    }
+
+    fn add_pattern(&mut self, text: String, entry: Entry) {
+        let next = self.pattern_text.len() as u32;
+        let p = *self.literals.entry(text.clone()).or_insert(next);
+        if p == next {
+            self.pattern_text.push(text);
+            self.pattern_entries.push(Vec::new());
+        }
+        let entries = &mut self.pattern_entries[p as usize];
+        if !entries.iter().any(|e| {
+            e.set == entry.set
+                && e.left == entry.left
+                && e.right == entry.right
+                && e.verify == entry.verify
+        }) {
+            entries.push(entry);
+        }
+    }
+
+    fn anon_set(&mut self, path: &Path, terms: &[(String, (u64, u64))], what: &str) -> u32 {
+        self.anon += 1;
+        let set = self.new_set(format!("{what}#{}", self.anon), None);
+        for (t, at) in terms {
+            self.add_term(path, *at, t, set);
+        }
+        set
+    }
+
+    fn rule(&mut self, path: &Path, file: &RawFile, raw: &Spanned<RawRule>) -> Option<Rule> {
+        let r = &raw.value;
+        let errors_before = self.diags.len();
+        let id = r.id.value.trim().to_string();
+        if id.is_empty() || id.contains(char::is_whitespace) {
+            self.diag(
+                path,
+                loc(&r.id),
+                "rule id must be non-empty and contain no spaces".into(),
+            );
+        }
+        let category = match r.category.as_ref().or(file.category.as_ref()) {
+            Some(c) if !c.value.trim().is_empty() => c.value.trim().to_string(),
+            _ => {
+                self.diag(
+                    path,
+                    loc(&r.id),
+                    format!("rule `{id}` has no category (set `category` on the rule or the file)"),
+                );
+                String::new()
+            }
+        };
+        let severity = match Severity::parse(&r.severity.value) {
+            Some(s) => s,
+            None => {
+                self.diag(
+                    path,
+                    loc(&r.severity),
+                    format!(
+                        "unknown severity `{}` (expected info, low, medium, high or critical)",
+                        r.severity.value
+                    ),
+                );
+                Severity::Info
+            }
+        };
+        let score = match &r.score {
+            Some(s) if !(s.value.is_finite() && s.value >= 0.0) => {
+                self.diag(path, loc(s), "score must be a finite number ≥ 0".into());
+                0.0
+            }
+            Some(s) => s.value,
+            None => severity.default_score(),
+        };
+        let mut fields = 0u8;
+        match &r.fields {
+            None => fields = field::DEFAULT,
+            Some(list) => {
+                for f in list {
+                    fields |= match f.value.as_str() {
+                        "text" => field::TEXT,
+                        "media" => field::CAPTION | field::ALT_TEXT,
+                        "caption" => field::CAPTION,
+                        "alt_text" => field::ALT_TEXT,
+                        "quoted_text" => field::QUOTED,
+                        other => {
+                            self.diag(
+                                path,
+                                loc(f),
+                                format!("unknown field `{other}` (expected text, media, caption, alt_text or quoted_text)"),
+                            );
+                            0
+                        }
+                    };
+                }
+                if list.is_empty() {
+                    self.diag(path, loc(&r.id), "`fields` is empty".into());
+                }
+            }
+        }
+        let accounts = self.accounts(path, r);
+        let when = self.cond(path, &r.when, false);
+        let mut unless = Vec::new();
+        for u in &r.unless {
+            let scope = self.scope(path, u);
+            if let Some(cond) = self.cond(path, u, true) {
+                unless.push(Exception { cond, scope });
+            }
+        }
+        let (examples_match, examples_no_match) = self.examples(path, r);
+        let when = when?;
+        let required = required(&when);
+        if necessary(&when).is_none() {
+            self.diag(
+                path,
+                loc(&r.when),
+                "`when` can hold without any term being found (e.g. only `none`); add a term, list or regex it requires".into(),
+            );
+        }
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(Rule {
+            id,
+            title: r.title.clone(),
+            description: r.description.clone(),
+            category,
+            severity,
+            score,
+            tags: r.tags.clone(),
+            references: r.references.clone(),
+            enabled: r.enabled.unwrap_or(true),
+            file: path.to_path_buf(),
+            line: r.id.referenced.line(),
+            examples_match,
+            examples_no_match,
+            fields,
+            requires_media: r.requires_media,
+            accounts,
+            when,
+            unless,
+            required,
+        })
+    }
+
+    fn scope(&mut self, path: &Path, u: &Spanned<RawCond>) -> Scope {
+        if let Some(d) = &u.value.distance {
+            if u.value.scope.is_some() {
+                self.diag(
+                    path,
+                    loc(d),
+                    "use either `scope` or `distance`, not both".into(),
+                );
+            }
+            return Scope::Distance(d.value);
+        }
+        match u.value.scope.as_ref() {
+            None => Scope::Sentence,
+            Some(s) => match s.value.as_str() {
+                "sentence" => Scope::Sentence,
+                "field" => Scope::Field,
+                "post" => Scope::Post,
+                other => {
+                    self.diag(
+                        path,
+                        loc(s),
+                        format!("unknown scope `{other}` (expected sentence, field or post; or use `distance: N`)"),
+                    );
+                    Scope::Sentence
+                }
+            },
+        }
+    }
+
+    fn accounts(&mut self, path: &Path, r: &RawRule) -> AccountFilter {
+        let Some(a) = &r.accounts else {
+            return AccountFilter::default();
+        };
+        const ROLES: [&str; 9] = [
+            "foreign_ministry",
+            "embassy",
+            "head_of_state",
+            "head_of_government",
+            "minister",
+            "spokesperson",
+            "mission_to_un",
+            "state_media",
+            "other",
+        ];
+        let roles = |v: &Option<Vec<Spanned<String>>>, b: &mut Self| {
+            v.as_ref().map(|v| {
+                v.iter()
+                    .map(|s| {
+                        if !ROLES.contains(&s.value.as_str()) {
+                            b.diag(
+                                path,
+                                loc(s),
+                                format!(
+                                    "unknown role `{}` (expected one of {})",
+                                    s.value,
+                                    ROLES.join(", ")
+                                ),
+                            );
+                        }
+                        s.value.clone()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let r_roles = roles(&a.roles, self);
+        let r_not_roles = roles(&a.not_roles, self).unwrap_or_default();
+        let countries = |v: &Option<Vec<Spanned<String>>>, b: &mut Self| {
+            v.as_ref().map(|v| {
+                v.iter()
+                    .map(|s| {
+                        let c = s.value.trim().to_ascii_uppercase();
+                        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+                            b.diag(
+                                path,
+                                loc(s),
+                                format!("`{}` is not an ISO 3166-1 alpha-2 code", s.value),
+                            );
+                        }
+                        c
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let c = countries(&a.countries, self);
+        let nc = countries(&a.not_countries, self).unwrap_or_default();
+        let handle = |v: &Option<Vec<Spanned<String>>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(|s| norm_handle(&s.value)).collect::<Vec<_>>())
+        };
+        AccountFilter {
+            roles: r_roles,
+            not_roles: r_not_roles,
+            countries: c,
+            not_countries: nc,
+            handles: handle(&a.handles),
+            not_handles: handle(&a.not_handles).unwrap_or_default(),
+            langs: a.langs.as_ref().map(|v| {
+                v.iter()
+                    .map(|s| s.value.trim().to_ascii_lowercase())
+                    .collect()
+            }),
+            strict: a.strict,
+        }
+    }
+
+    fn cond(&mut self, path: &Path, c: &Spanned<RawCond>, is_exception: bool) -> Option<Cond> {
+        let at = loc(c);
+        let r = &c.value;
+        let ops = [
+            r.list.is_some(),
+            r.term.is_some(),
+            r.terms.is_some(),
+            r.regex.is_some(),
+            r.any.is_some(),
+            r.all.is_some(),
+            r.none.is_some(),
+            r.at_least.is_some(),
+            r.near.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if ops != 1 {
+            self.diag(
+                path,
+                at,
+                if ops == 0 {
+                    "condition has no operator (expected one of list, term, terms, regex, any, all, none, at_least, near)".into()
+                } else {
+                    "condition has more than one operator; wrap them in `all:` or `any:`".into()
+                },
+            );
+            return None;
+        }
+        if !is_exception {
+            if let Some(s) = &r.scope {
+                self.diag(
+                    path,
+                    loc(s),
+                    "`scope` is only allowed on `unless` entries".into(),
+                );
+            }
+            if let Some(s) = &r.distance {
+                self.diag(
+                    path,
+                    loc(s),
+                    "`distance` is only allowed on `unless` entries".into(),
+                );
+            }
+        }
+        if r.near.is_none() {
+            if let Some(w) = &r.within {
+                self.diag(path, loc(w), "`within` is only allowed with `near`".into());
+            }
+            if r.sentence.is_some() {
+                self.diag(path, at, "`sentence` is only allowed with `near`".into());
+            }
+        }
+        if r.at_least.is_none() && r.of.is_some() {
+            self.diag(path, at, "`of` is only allowed with `at_least`".into());
+        }
+        let children = |b: &mut Self, v: &[Spanned<RawCond>], what: &str| -> Option<Vec<Cond>> {
+            if v.is_empty() {
+                b.diag(path, at, format!("`{what}` needs at least one condition"));
+                return None;
+            }
+            let out: Vec<Option<Cond>> = v.iter().map(|c| b.cond(path, c, false)).collect();
+            out.into_iter().collect()
+        };
+        if let Some(name) = &r.list {
+            return match self.list_ids.get(name.value.as_str()) {
+                Some((u32::MAX, _, _)) => {
+                    self.diag(
+                        path,
+                        loc(name),
+                        format!(
+                            "list `{}` is empty: no countries file is loaded",
+                            name.value
+                        ),
+                    );
+                    None
+                }
+                Some((set, _, _)) => Some(Cond::Set(*set)),
+                None => {
+                    let mut known: Vec<&String> = self
+                        .list_ids
+                        .keys()
+                        .filter(|k| !k.starts_with("country:"))
+                        .collect();
+                    known.sort();
+                    let hint = known
+                        .iter()
+                        .take(12)
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.diag(
+                        path,
+                        loc(name),
+                        format!("undefined list `{}` (defined lists: {hint})", name.value),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(t) = &r.term {
+            return Some(Cond::Set(self.anon_set(
+                path,
+                &[(t.value.clone(), loc(t))],
+                "term",
+            )));
+        }
+        if let Some(ts) = &r.terms {
+            if ts.is_empty() {
+                self.diag(path, at, "`terms` is empty".into());
+                return None;
+            }
+            let v: Vec<_> = ts.iter().map(|t| (t.value.clone(), loc(t))).collect();
+            return Some(Cond::Set(self.anon_set(path, &v, "terms")));
+        }
+        if let Some(re) = &r.regex {
+            let t = format!("re:{}", re.value);
+            return Some(Cond::Set(self.anon_set(path, &[(t, loc(re))], "regex")));
+        }
+        if let Some(v) = &r.any {
+            return children(self, v, "any").map(Cond::Any);
+        }
+        if let Some(v) = &r.all {
+            return children(self, v, "all").map(Cond::All);
+        }
+        if let Some(v) = &r.none {
+            return children(self, v, "none").map(Cond::None);
+        }
+        if let Some(n) = &r.at_least {
+            let Some(of) = &r.of else {
+                self.diag(path, loc(n), "`at_least` needs `of: [conditions]`".into());
+                return None;
+            };
+            let kids = children(self, of, "of")?;
+            if n.value == 0 || n.value as usize > kids.len() {
+                self.diag(
+                    path,
+                    loc(n),
+                    format!(
+                        "`at_least: {}` must be between 1 and the {} conditions in `of`",
+                        n.value,
+                        kids.len()
+                    ),
+                );
+                return None;
+            }
+            return Some(Cond::AtLeast(n.value as usize, kids));
+        }
+        if let Some(v) = &r.near {
+            let kids = children(self, v, "near")?;
+            if kids.len() < 2 {
+                self.diag(path, at, "`near` needs at least two conditions".into());
+                return None;
+            }
+            if kids
+                .iter()
+                .any(|k| matches!(k, Cond::None(_) | Cond::AtLeast(..)))
+            {
+                self.diag(path, at, "`near` children must be terms, lists, regexes, `any`, `all` or `near` (they need positions)".into());
+                return None;
+            }
+            let sentence = r.sentence.unwrap_or(false);
+            if r.within.is_none() && !sentence {
+                self.diag(
+                    path,
+                    at,
+                    "`near` needs `within: N` (tokens) or `sentence: true`".into(),
+                );
+                return None;
+            }
+            return Some(Cond::Near {
+                children: kids,
+                within: r.within.as_ref().map(|w| w.value),
+            });
+        }
+        None
+    }
+
+    fn examples(&mut self, path: &Path, r: &RawRule) -> (Vec<Example>, Vec<Example>) {
+        let Some(ex) = &r.examples else {
+            return (Vec::new(), Vec::new());
+        };
+        let conv = |v: &[Spanned<RawExample>], b: &mut Self| {
+            let mut out = Vec::new();
+            for (n, e) in v.iter().enumerate() {
+                let (line, column) = loc(e);
+                let (json, label) = match &e.value {
+                    RawExample::Text(t) => (
+                        serde_json::json!({"id": format!("example-{line}"), "platform": "example", "text": t}).to_string(),
+                        t.clone(),
+                    ),
+                    RawExample::Post(map) => {
+                        let mut map = map.clone();
+                        map.entry("id").or_insert_with(|| format!("example-{line}-{n}").into());
+                        map.entry("platform").or_insert_with(|| "example".into());
+                        let label = map
+                            .get("text")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("(post)")
+                            .to_string();
+                        let json = serde_json::Value::Object(map).to_string();
+                        if let Err(e) = crate::decode::decode(json.as_bytes(), &Default::default()) {
+                            b.diag(path, (line, column), format!("example post does not decode: {e}"));
+                        }
+                        (json, label)
+                    }
+                };
+                out.push(Example {
+                    line,
+                    column,
+                    json,
+                    label,
+                });
+            }
+            out
+        };
+        let m = conv(&ex.matches, self);
+        let n = conv(&ex.no_match, self);
+        (m, n)
+    }
+
+    fn finish(self, files: Vec<FileInfo>, version: String) -> Result<RuleSet, LoadError> {
+        let ac = if self.pattern_text.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&self.pattern_text)
+                    .map_err(|e| {
+                        LoadError::Invalid(vec![Diagnostic {
+                            file: PathBuf::new(),
+                            line: 0,
+                            column: 0,
+                            message: format!("cannot build the term automaton: {e}"),
+                        }])
+                    })?,
+            )
+        };
+        let mut entries = Vec::new();
+        let mut pattern_entries = Vec::with_capacity(self.pattern_entries.len());
+        for es in &self.pattern_entries {
+            let start = entries.len() as u32;
+            entries.extend_from_slice(es);
+            pattern_entries.push((start, entries.len() as u32));
+        }
+        let (regex_set, regexes) = if self.regexes.is_empty() {
+            (None, Vec::new())
+        } else {
+            let set = RegexSetBuilder::new(self.regexes.iter().map(|(r, _)| r))
+                .size_limit(REGEX_SET_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    LoadError::Invalid(vec![Diagnostic {
+                        file: PathBuf::new(),
+                        line: 0,
+                        column: 0,
+                        message: format!("the regex terms together are too large: {e}"),
+                    }])
+                })?;
+            let mut v = Vec::new();
+            for (r, s) in &self.regexes {
+                // Checked individually in add_term.
+                if let Ok(re) = RegexBuilder::new(r).size_limit(REGEX_SIZE_LIMIT).build() {
+                    v.push((re, *s));
+                }
+            }
+            (Some(set), v)
+        };
+        let mut set_rules = vec![Vec::new(); self.sets.len()];
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Some(nec) = necessary(&rule.when) else {
+                continue;
+            };
+            for s in nec {
+                set_rules[s as usize].push(i as u32);
+            }
+        }
+        Ok(RuleSet {
+            patterns: self.pattern_text.len(),
+            rules: self.rules,
+            files,
+            version,
+            sets: self.sets,
+            ac,
+            pattern_entries,
+            entries,
+            regex_set,
+            regexes,
+            verify: self.verify,
+            set_rules,
+        })
+    }
+}
+
+fn valid_lang(l: &str) -> bool {
+    l == "any" || ((2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// Lower-case a handle and drop a leading `@`.
+pub(crate) fn norm_handle(h: &str) -> String {
+    h.trim().trim_start_matches('@').to_lowercase()
+}
+
+/// Sets that must all have been hit for `c` to hold.
+fn required(c: &Cond) -> Vec<u32> {
+    let mut out = match c {
+        Cond::Set(s) => vec![*s],
+        Cond::All(ch) | Cond::Near { children: ch, .. } => ch.iter().flat_map(required).collect(),
+        Cond::AtLeast(n, ch) if *n == ch.len() => ch.iter().flat_map(required).collect(),
+        _ => Vec::new(),
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Sets at least one of which must have been hit for `c` to hold; `None` when `c`
+/// can hold with no hit at all.
+fn necessary(c: &Cond) -> Option<Vec<u32>> {
+    match c {
+        Cond::Set(s) => Some(vec![*s]),
+        Cond::Any(ch) | Cond::AtLeast(_, ch) => {
+            let mut out = Vec::new();
+            for k in ch {
+                out.extend(necessary(k)?);
+            }
+            out.sort_unstable();
+            out.dedup();
+            Some(out)
+        }
+        Cond::All(ch) | Cond::Near { children: ch, .. } => {
+            ch.iter().filter_map(necessary).min_by_key(|v| v.len())
+        }
+        Cond::None(_) => None,
+    }
+}
+
+/// Group raw lists by name, for tools that want to look at them (e.g. docs).
+pub fn list_names(rs: &RuleSet) -> BTreeMap<String, bool> {
+    rs.sets
+        .iter()
+        .filter(|s| !s.name.contains('#'))
+        .map(|s| (s.name.clone(), s.country.is_some()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn term_syntax() {
+        let t = |s: &str| parse_term(s).unwrap();
+        assert_eq!(
+            t("expel*"),
+            Term::Literal {
+                text: "expel".into(),
+                left: true,
+                right: false
+            }
+        );
+        assert_eq!(
+            t("*كندا"),
+            Term::Literal {
+                text: "كندا".into(),
+                left: false,
+                right: true
+            }
+        );
+        assert_eq!(
+            t("Persona Non Grata"),
+            Term::Literal {
+                text: "persona non grata".into(),
+                left: true,
+                right: true
+            }
+        );
+        assert_eq!(
+            t("驱逐"),
+            Term::Literal {
+                text: "驱逐".into(),
+                left: false,
+                right: false
+            }
+        );
+        assert_eq!(t("re:sanction(s|ed)"), Term::Regex("sanction(s|ed)".into()));
+        assert!(
+            matches!(parse_term("freeze* assets"), Ok(Term::Wild { anchor, .. }) if anchor == "freeze")
+        );
+        assert!(parse_term("a*b").is_err(), "literal parts too short");
+        assert!(parse_term("*").is_err());
+        assert!(parse_term(" x").is_err());
+        assert!(parse_term("re:").is_err());
+    }
+}

@@ -1,0 +1,917 @@
+//! The per-post hot path: normalise each field, scan it once with the rule set's
+//! automaton, then evaluate only the rules whose required terms were all hit.
+//!
+//! Pure: no I/O, logging or metrics. A [`Matcher`] holds reusable buffers; keep one
+//! per thread and feed it posts.
+
+use smallvec::SmallVec;
+
+use super::compile::{
+    field, is_unspaced, norm_handle, AccountFilter, Cond, Rule, RuleSet, Scope, NO_VERIFY,
+};
+use crate::decode::Post;
+use crate::normalize::{normalize_into, Normalized};
+
+/// Which field of a post a piece of evidence is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FieldRef {
+    /// `text`
+    Text,
+    /// `media[i].caption`
+    Caption(u16),
+    /// `media[i].alt_text`
+    AltText(u16),
+    /// `quoted_text`
+    QuotedText,
+}
+
+impl FieldRef {
+    /// The field's path in the post JSON (`text`, `media[0].caption`, …).
+    pub fn path(self) -> String {
+        match self {
+            Self::Text => "text".into(),
+            Self::QuotedText => "quoted_text".into(),
+            Self::Caption(i) => format!("media[{i}].caption"),
+            Self::AltText(i) => format!("media[{i}].alt_text"),
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::Text => field::TEXT,
+            Self::Caption(_) => field::CAPTION,
+            Self::AltText(_) => field::ALT_TEXT,
+            Self::QuotedText => field::QUOTED,
+        }
+    }
+
+    /// The field's text in `post`.
+    pub fn get<'p>(self, post: &'p Post<'_>) -> Option<&'p str> {
+        match self {
+            Self::Text => post.text.as_deref(),
+            Self::QuotedText => post.quoted_text.as_deref(),
+            Self::Caption(i) => post.media.as_ref()?.get(i as usize)?.caption.as_deref(),
+            Self::AltText(i) => post.media.as_ref()?.get(i as usize)?.alt_text.as_deref(),
+        }
+    }
+}
+
+/// A span of evidence in the text as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The field.
+    pub field: FieldRef,
+    /// Byte offset of the start in the field's UTF-8 value.
+    pub start: usize,
+    /// Byte offset of the end (exclusive).
+    pub end: usize,
+    /// The original text of the span.
+    pub matched: String,
+    /// The list (or inline term set) that matched.
+    pub list: String,
+}
+
+/// A rule that fired on a post.
+#[derive(Debug, Clone)]
+pub struct RuleMatch {
+    /// Index into [`RuleSet::rules`].
+    pub rule: usize,
+    /// Evidence spans, in field and text order.
+    pub evidence: Vec<Evidence>,
+    /// Countries named in the searched fields (ISO codes, first mention first),
+    /// without the post's own country.
+    pub targets: Vec<String>,
+}
+
+/// Why a candidate rule did or did not fire (for `explain`).
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// Index into [`RuleSet::rules`].
+    pub rule: usize,
+    /// Whether it fired.
+    pub fired: bool,
+    /// One-line verdict.
+    pub verdict: String,
+    /// Evidence of the match (or of the suppressed match).
+    pub evidence: Vec<Evidence>,
+    /// Exceptions that suppressed a match: description and their evidence.
+    pub suppressed_by: Vec<(String, Vec<Evidence>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hit {
+    set: u32,
+    field: u8,
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Occ {
+    field: u8,
+    start: u32,
+    end: u32,
+    set: u32,
+}
+
+type Inst = SmallVec<[Occ; 4]>;
+
+/// Token span of an instance within one field.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    field: u8,
+    lo: u32,
+    hi: u32,
+    sent_lo: u32,
+    sent_hi: u32,
+}
+
+#[derive(Debug, Default)]
+struct Tokens {
+    starts: Vec<u32>,
+    sent: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct FieldBuf {
+    kind: FieldRef,
+    norm: Normalized,
+    tokens: Tokens,
+    tokenized: bool,
+}
+
+/// Most instances any one condition produces; more are not needed to decide.
+const MAX_INSTANCES: usize = 16;
+/// Most combinations `near`/`all` explore per evaluation.
+const MAX_COMBINATIONS: usize = 4096;
+
+/// Reusable matching state. Not shared between threads.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    fields: Vec<FieldBuf>,
+    nfields: usize,
+    hits: Vec<Hit>,
+    set_bits: Vec<u64>,
+    stamp: Vec<u32>,
+    generation: u32,
+    cand: Vec<u32>,
+    mask: u8,
+    verify_queue: Vec<u32>,
+}
+
+impl Matcher {
+    /// A matcher with empty buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Evaluate `post` against `rules`, appending one [`RuleMatch`] per rule that fires
+    /// (in rule order) to `out`.
+    pub fn match_post(&mut self, rules: &RuleSet, post: &Post<'_>, out: &mut Vec<RuleMatch>) {
+        self.run(rules, post, out, None);
+    }
+
+    /// Like [`Matcher::match_post`], but also evaluates the disabled rule `id` (for
+    /// running a disabled rule's examples).
+    pub fn match_post_including_disabled(
+        &mut self,
+        rules: &RuleSet,
+        post: &Post<'_>,
+        out: &mut Vec<RuleMatch>,
+        id: &str,
+    ) {
+        self.run(rules, post, out, Some(id));
+    }
+
+    fn run(
+        &mut self,
+        rules: &RuleSet,
+        post: &Post<'_>,
+        out: &mut Vec<RuleMatch>,
+        also: Option<&str>,
+    ) {
+        if !self.prepare(rules, post) {
+            return;
+        }
+        for i in 0..self.cand.len() {
+            let r = self.cand[i] as usize;
+            let rule = &rules.rules[r];
+            let enabled = rule.enabled || also == Some(rule.id.as_str());
+            if !enabled || !self.prefilter(rule, post) {
+                continue;
+            }
+            if let Some(ev) = self.evaluate(rules, rule, None) {
+                let targets = self.targets(rules, rule, post);
+                out.push(RuleMatch {
+                    rule: r,
+                    evidence: self.evidence(rules, post, ev),
+                    targets,
+                });
+            }
+        }
+        self.finish();
+    }
+
+    /// Like [`Matcher::match_post`], but reports every candidate rule with the reason
+    /// it fired or not.
+    pub fn explain(&mut self, rules: &RuleSet, post: &Post<'_>) -> Vec<Trace> {
+        let mut traces = Vec::new();
+        if !self.prepare(rules, post) {
+            return traces;
+        }
+        for i in 0..self.cand.len() {
+            let r = self.cand[i] as usize;
+            let rule = &rules.rules[r];
+            let mut t = Trace {
+                rule: r,
+                fired: false,
+                verdict: String::new(),
+                evidence: Vec::new(),
+                suppressed_by: Vec::new(),
+            };
+            if !rule.required.iter().all(|s| self.has_set(*s)) {
+                continue;
+            }
+            if !rule.enabled {
+                t.verdict = "rule is disabled".into();
+            } else if rule.requires_media && !post.has_media() {
+                t.verdict = "terms found, but the rule requires media and the post has none".into();
+            } else if !accounts_pass(&rule.accounts, post) {
+                t.verdict =
+                    "terms found, but the account or language filter excludes this post".into();
+            } else {
+                let mut sup = Vec::new();
+                match self.evaluate(rules, rule, Some(&mut sup)) {
+                    Some(ev) => {
+                        t.fired = true;
+                        t.verdict = "fired".into();
+                        t.evidence = self.evidence(rules, post, ev);
+                    }
+                    None if !sup.is_empty() => {
+                        t.verdict =
+                            "matched, but every match was suppressed by an exception".into();
+                    }
+                    None => t.verdict = "terms found, but the condition does not hold".into(),
+                }
+                for (desc, when, by) in sup {
+                    if t.evidence.is_empty() {
+                        t.evidence = self.evidence(rules, post, when);
+                    }
+                    let ev = self.evidence(rules, post, by);
+                    t.suppressed_by.push((desc, ev));
+                }
+            }
+            traces.push(t);
+        }
+        self.finish();
+        traces
+    }
+
+    /// Normalise and scan every field; collect candidate rules. False when nothing hit.
+    fn prepare(&mut self, rules: &RuleSet, post: &Post<'_>) -> bool {
+        self.nfields = 0;
+        self.hits.clear();
+        self.cand.clear();
+        if let Some(t) = post.text.as_deref() {
+            self.add_field(FieldRef::Text, t);
+        }
+        if let Some(m) = &post.media {
+            for (i, m) in m.iter().enumerate().take(u16::MAX as usize) {
+                if let Some(c) = m.caption.as_deref() {
+                    self.add_field(FieldRef::Caption(i as u16), c);
+                }
+                if let Some(c) = m.alt_text.as_deref() {
+                    self.add_field(FieldRef::AltText(i as u16), c);
+                }
+            }
+        }
+        if let Some(t) = post.quoted_text.as_deref() {
+            self.add_field(FieldRef::QuotedText, t);
+        }
+        for f in 0..self.nfields {
+            self.scan(rules, f);
+        }
+        if self.hits.is_empty() {
+            return false;
+        }
+        self.hits.sort_unstable();
+        let words = rules.sets.len().div_ceil(64);
+        if self.set_bits.len() != words {
+            self.set_bits = vec![0; words];
+        }
+        for h in &self.hits {
+            self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
+        }
+        if self.stamp.len() != rules.rules.len() {
+            self.stamp = vec![0; rules.rules.len()];
+            self.generation = 0;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.generation = 1;
+        }
+        let mut last = u32::MAX;
+        for i in 0..self.hits.len() {
+            let s = self.hits[i].set;
+            if s == last {
+                continue;
+            }
+            last = s;
+            for &r in &rules.set_rules[s as usize] {
+                if self.stamp[r as usize] != self.generation {
+                    self.stamp[r as usize] = self.generation;
+                    self.cand.push(r);
+                }
+            }
+        }
+        self.cand.sort_unstable();
+        true
+    }
+
+    fn finish(&mut self) {
+        for h in &self.hits {
+            self.set_bits[(h.set / 64) as usize] = 0;
+        }
+    }
+
+    fn add_field(&mut self, kind: FieldRef, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.nfields == self.fields.len() {
+            self.fields.push(FieldBuf {
+                kind,
+                norm: Normalized::new(),
+                tokens: Tokens::default(),
+                tokenized: false,
+            });
+        }
+        let f = &mut self.fields[self.nfields];
+        f.kind = kind;
+        f.tokenized = false;
+        normalize_into(text, &mut f.norm);
+        self.nfields += 1;
+    }
+
+    fn scan(&mut self, rules: &RuleSet, f: usize) {
+        let text = self.fields[f].norm.as_str();
+        let bytes = text.as_bytes();
+        if let Some(ac) = &rules.ac {
+            for m in ac.find_overlapping_iter(text) {
+                let (a, b) = rules.pattern_entries[m.pattern().as_usize()];
+                let (start, end) = (m.start(), m.end());
+                let mut lb = None;
+                let mut rb = None;
+                for e in &rules.entries[a as usize..b as usize] {
+                    if e.verify != NO_VERIFY {
+                        if !self.verify_queue.contains(&e.verify) {
+                            self.verify_queue.push(e.verify);
+                        }
+                        continue;
+                    }
+                    if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
+                        continue;
+                    }
+                    if e.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
+                        continue;
+                    }
+                    // A wildcard end covers the rest of its word, so evidence shows
+                    // the whole word ("diplomates", not "diplomat").
+                    let s = if e.left {
+                        start
+                    } else {
+                        word_start(text, start)
+                    };
+                    let t = if e.right { end } else { word_end(text, end) };
+                    self.hits.push(Hit {
+                        set: e.set,
+                        field: f as u8,
+                        start: s as u32,
+                        end: t as u32,
+                    });
+                }
+            }
+        }
+        for k in 0..self.verify_queue.len() {
+            let (re, s) = &rules.verify[self.verify_queue[k] as usize];
+            for m in re.find_iter(text) {
+                if m.start() < m.end() {
+                    self.hits.push(Hit {
+                        set: *s,
+                        field: f as u8,
+                        start: m.start() as u32,
+                        end: m.end() as u32,
+                    });
+                }
+            }
+        }
+        self.verify_queue.clear();
+        if let Some(set) = &rules.regex_set {
+            for i in set.matches(text).iter() {
+                let (re, s) = &rules.regexes[i];
+                for m in re.find_iter(text) {
+                    if m.start() < m.end() {
+                        self.hits.push(Hit {
+                            set: *s,
+                            field: f as u8,
+                            start: m.start() as u32,
+                            end: m.end() as u32,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn has_set(&self, s: u32) -> bool {
+        self.set_bits
+            .get((s / 64) as usize)
+            .is_some_and(|w| w & (1 << (s % 64)) != 0)
+    }
+
+    fn prefilter(&self, rule: &Rule, post: &Post<'_>) -> bool {
+        rule.required.iter().all(|s| self.has_set(*s))
+            && (!rule.requires_media || post.has_media())
+            && accounts_pass(&rule.accounts, post)
+    }
+
+    /// Evaluate a rule; `Some(occurrences)` of the surviving matches when it fires.
+    /// With `sup`, suppressed matches are recorded (exception, match, exception match).
+    #[allow(clippy::type_complexity)]
+    fn evaluate(
+        &mut self,
+        rules: &RuleSet,
+        rule: &Rule,
+        mut sup: Option<&mut Vec<(String, Vec<Occ>, Vec<Occ>)>>,
+    ) -> Option<Vec<Occ>> {
+        self.mask = rule.fields;
+        let insts = self.eval(&rule.when);
+        if insts.is_empty() {
+            return None;
+        }
+        let mut exc: Vec<Option<Vec<Inst>>> = vec![None; rule.unless.len()];
+        let mut kept: Vec<Occ> = Vec::new();
+        let mut any = false;
+        'inst: for inst in &insts {
+            for (k, ex) in rule.unless.iter().enumerate() {
+                if exc[k].is_none() {
+                    exc[k] = Some(self.eval(&ex.cond));
+                }
+                let e_insts = exc[k].as_deref().unwrap_or(&[]);
+                if let Some(by) = self.kills(inst, e_insts, ex.scope) {
+                    if let Some(s) = sup.as_deref_mut() {
+                        let desc = format!("unless #{} ({})", k + 1, ex.scope.describe());
+                        s.push((desc, inst.to_vec(), by.to_vec()));
+                    }
+                    continue 'inst;
+                }
+            }
+            any = true;
+            kept.extend_from_slice(inst);
+        }
+        let _ = rules;
+        if !any {
+            return None;
+        }
+        kept.sort_unstable();
+        kept.dedup_by(|a, b| a.field == b.field && a.start == b.start && a.end == b.end);
+        Some(kept)
+    }
+
+    /// The exception instance that suppresses `inst` within `scope`, if any.
+    fn kills<'e>(&mut self, inst: &Inst, exc: &'e [Inst], scope: Scope) -> Option<&'e Inst> {
+        for e in exc {
+            if e.is_empty() || scope == Scope::Post {
+                return Some(e);
+            }
+            for a in inst {
+                for b in e.iter() {
+                    if a.field != b.field {
+                        continue;
+                    }
+                    let hit = match scope {
+                        Scope::Field | Scope::Post => true,
+                        Scope::Sentence => {
+                            let sa = self.span_of(a);
+                            let sb = self.span_of(b);
+                            ranges_overlap(sa.sent_lo, sa.sent_hi, sb.sent_lo, sb.sent_hi)
+                        }
+                        Scope::Distance(n) => {
+                            let sa = self.span_of(a);
+                            let sb = self.span_of(b);
+                            gap(sa, sb) <= n as i64
+                        }
+                    };
+                    if hit {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn eval(&mut self, c: &Cond) -> Vec<Inst> {
+        match c {
+            Cond::Set(s) => {
+                let lo = self.hits.partition_point(|h| h.set < *s);
+                let hi = self.hits.partition_point(|h| h.set <= *s);
+                let mut out = Vec::new();
+                for h in &self.hits[lo..hi] {
+                    if self.fields[h.field as usize].kind.bit() & self.mask == 0 {
+                        continue;
+                    }
+                    // Overlapping hits of one set at one place are one occurrence.
+                    if let Some(last) = out.last() {
+                        let l: &Inst = last;
+                        if l[0].field == h.field && l[0].start == h.start {
+                            continue;
+                        }
+                    }
+                    let mut i = Inst::new();
+                    i.push(Occ {
+                        field: h.field,
+                        start: h.start,
+                        end: h.end,
+                        set: h.set,
+                    });
+                    out.push(i);
+                }
+                out
+            }
+            Cond::Any(ch) => {
+                let mut out = Vec::new();
+                for k in ch {
+                    out.extend(self.eval(k));
+                }
+                out
+            }
+            Cond::None(ch) => {
+                for k in ch {
+                    if !self.eval(k).is_empty() {
+                        return Vec::new();
+                    }
+                }
+                vec![Inst::new()]
+            }
+            Cond::AtLeast(n, ch) => {
+                let mut merged = Inst::new();
+                let mut held = 0;
+                for k in ch {
+                    let r = self.eval(k);
+                    if let Some(first) = r.first() {
+                        held += 1;
+                        merged.extend_from_slice(first);
+                    }
+                }
+                if held >= *n {
+                    vec![merged]
+                } else {
+                    Vec::new()
+                }
+            }
+            Cond::All(ch) => {
+                let mut lists = Vec::with_capacity(ch.len());
+                for k in ch {
+                    let r = self.eval(k);
+                    if r.is_empty() {
+                        return Vec::new();
+                    }
+                    lists.push(r);
+                }
+                combine(&lists, |_| true)
+            }
+            Cond::Near { children, within } => {
+                let mut lists: Vec<Vec<Inst>> = Vec::with_capacity(children.len());
+                let mut spans: Vec<Vec<Span>> = Vec::with_capacity(children.len());
+                for k in children {
+                    let r = self.eval(k);
+                    let mut keep = Vec::new();
+                    let mut sp = Vec::new();
+                    for inst in r {
+                        if let Some(s) = self.inst_span(&inst) {
+                            keep.push(inst);
+                            sp.push(s);
+                        }
+                    }
+                    if keep.is_empty() {
+                        return Vec::new();
+                    }
+                    lists.push(keep);
+                    spans.push(sp);
+                }
+                near_combine(&lists, &spans, *within)
+            }
+        }
+    }
+
+    fn inst_span(&mut self, inst: &Inst) -> Option<Span> {
+        let first = inst.first()?;
+        let mut s = self.span_of(first);
+        for o in &inst[1..] {
+            if o.field != first.field {
+                return None;
+            }
+            let t = self.span_of(o);
+            if t.lo < s.lo {
+                s.lo = t.lo;
+                s.sent_lo = t.sent_lo;
+            }
+            if t.hi > s.hi {
+                s.hi = t.hi;
+                s.sent_hi = t.sent_hi;
+            }
+        }
+        Some(s)
+    }
+
+    fn span_of(&mut self, o: &Occ) -> Span {
+        let f = &mut self.fields[o.field as usize];
+        if !f.tokenized {
+            tokenize(f.norm.as_str(), &mut f.tokens);
+            f.tokenized = true;
+        }
+        let t = &f.tokens;
+        if t.starts.is_empty() {
+            return Span {
+                field: o.field,
+                lo: 0,
+                hi: 0,
+                sent_lo: 0,
+                sent_hi: 0,
+            };
+        }
+        // Token containing the start; tokens starting before the end.
+        let lo = t
+            .starts
+            .partition_point(|&s| s <= o.start)
+            .saturating_sub(1);
+        let hi = t.starts.partition_point(|&s| s < o.end).max(lo + 1);
+        Span {
+            field: o.field,
+            lo: lo as u32,
+            hi: hi as u32,
+            sent_lo: t.sent[lo],
+            sent_hi: t.sent[hi - 1],
+        }
+    }
+
+    fn targets(&self, rules: &RuleSet, rule: &Rule, post: &Post<'_>) -> Vec<String> {
+        let actor = post.country();
+        let mut found: SmallVec<[(u8, u32, &str); 8]> = SmallVec::new();
+        for h in &self.hits {
+            let Some(code) = rules.sets[h.set as usize].country.as_deref() else {
+                continue;
+            };
+            if self.fields[h.field as usize].kind.bit() & rule.fields == 0 {
+                continue;
+            }
+            if actor.is_some_and(|a| a.eq_ignore_ascii_case(code)) {
+                continue;
+            }
+            found.push((h.field, h.start, code));
+        }
+        found.sort_unstable();
+        let mut out: Vec<String> = Vec::new();
+        for (_, _, c) in found {
+            if !out.iter().any(|o| o == c) {
+                out.push(c.to_string());
+            }
+        }
+        out
+    }
+
+    fn evidence(&self, rules: &RuleSet, post: &Post<'_>, occs: Vec<Occ>) -> Vec<Evidence> {
+        let mut out: Vec<Evidence> = Vec::with_capacity(occs.len());
+        for o in occs {
+            let f = &self.fields[o.field as usize];
+            let Some(orig) = f.kind.get(post) else {
+                continue;
+            };
+            let r = f.norm.original_range(o.start as usize, o.end as usize);
+            let matched = orig.get(r.clone()).unwrap_or_default().to_string();
+            if out
+                .iter()
+                .any(|e| e.field == f.kind && e.start == r.start && e.end == r.end)
+            {
+                continue;
+            }
+            out.push(Evidence {
+                field: f.kind,
+                start: r.start,
+                end: r.end,
+                matched,
+                list: rules.sets[o.set as usize].name.clone(),
+            });
+        }
+        out.sort_by(|a, b| (a.field, a.start).cmp(&(b.field, b.start)));
+        out
+    }
+}
+
+fn ranges_overlap(a0: u32, a1: u32, b0: u32, b1: u32) -> bool {
+    a0 <= b1 && b0 <= a1
+}
+
+/// Tokens strictly between two spans (negative when they overlap).
+fn gap(a: Span, b: Span) -> i64 {
+    let max_lo = a.lo.max(b.lo) as i64;
+    let min_hi = a.hi.min(b.hi) as i64;
+    max_lo - min_hi
+}
+
+/// Cartesian combinations of instances (one per list) accepted by `ok`, capped.
+fn combine(lists: &[Vec<Inst>], ok: impl Fn(&[usize]) -> bool) -> Vec<Inst> {
+    let mut out = Vec::new();
+    let mut idx = vec![0usize; lists.len()];
+    let mut budget = MAX_COMBINATIONS;
+    loop {
+        if ok(&idx) {
+            let mut inst = Inst::new();
+            for (l, &i) in lists.iter().zip(&idx) {
+                inst.extend_from_slice(&l[i]);
+            }
+            out.push(inst);
+            if out.len() >= MAX_INSTANCES {
+                return out;
+            }
+        }
+        budget -= 1;
+        if budget == 0 {
+            return out;
+        }
+        // Odometer increment.
+        let mut k = lists.len();
+        loop {
+            if k == 0 {
+                return out;
+            }
+            k -= 1;
+            idx[k] += 1;
+            if idx[k] < lists[k].len() {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+/// `near`: one instance per child, all in one field and one sentence, and (with
+/// `within`) at most `n` tokens between them. Windows never cross a sentence break.
+fn near_combine(lists: &[Vec<Inst>], spans: &[Vec<Span>], within: Option<u32>) -> Vec<Inst> {
+    combine(lists, |idx| {
+        let first = spans[0][idx[0]];
+        let (mut max_lo, mut min_hi) = (first.lo, first.hi);
+        let (mut s_lo, mut s_hi) = (first.sent_lo, first.sent_hi);
+        for (k, &i) in idx.iter().enumerate().skip(1) {
+            let s = spans[k][i];
+            if s.field != first.field {
+                return false;
+            }
+            max_lo = max_lo.max(s.lo);
+            min_hi = min_hi.min(s.hi);
+            s_lo = s_lo.min(s.sent_lo);
+            s_hi = s_hi.max(s.sent_hi);
+        }
+        if s_lo != s_hi {
+            return false;
+        }
+        match within {
+            Some(n) => (max_lo as i64 - min_hi as i64) <= n as i64,
+            None => true,
+        }
+    })
+}
+
+fn accounts_pass(f: &AccountFilter, post: &Post<'_>) -> bool {
+    let acc = post.account.as_ref();
+    fn nonempty(s: Option<&str>) -> Option<&str> {
+        s.map(str::trim).filter(|s| !s.is_empty())
+    }
+    let role = nonempty(acc.and_then(|a| a.role.as_deref()));
+    let country = nonempty(acc.and_then(|a| a.country.as_deref()));
+    let handle = nonempty(acc.and_then(|a| a.handle.as_deref())).map(norm_handle);
+    let lang = nonempty(post.lang.as_deref())
+        .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase());
+    let allow =
+        |list: &Option<Vec<String>>, v: Option<&str>, eq: &dyn Fn(&str, &str) -> bool| match list {
+            None => true,
+            Some(l) => match v {
+                None => !f.strict,
+                Some(v) => l.iter().any(|x| eq(x, v)),
+            },
+        };
+    let deny = |list: &[String], v: Option<&str>, eq: &dyn Fn(&str, &str) -> bool| {
+        v.is_some_and(|v| list.iter().any(|x| eq(x, v)))
+    };
+    let exact = |a: &str, b: &str| a == b;
+    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    allow(&f.roles, role, &exact)
+        && !deny(&f.not_roles, role, &exact)
+        && allow(&f.countries, country, &ci)
+        && !deny(&f.not_countries, country, &ci)
+        && allow(&f.handles, handle.as_deref(), &exact)
+        && !deny(&f.not_handles, handle.as_deref(), &exact)
+        && allow(&f.langs, lang.as_deref(), &exact)
+}
+
+/// A word character for boundaries and tokens: letters, digits and combining marks.
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || (!c.is_ascii() && unicode_normalization::char::is_combining_mark(c))
+}
+
+fn left_boundary(text: &str, bytes: &[u8], start: usize) -> bool {
+    if start == 0 {
+        return true;
+    }
+    let b = bytes[start - 1];
+    if b.is_ascii() {
+        return !b.is_ascii_alphanumeric();
+    }
+    match text[..start].chars().next_back() {
+        Some(c) => !is_word(c) || is_unspaced(c),
+        None => true,
+    }
+}
+
+fn right_boundary(text: &str, bytes: &[u8], end: usize) -> bool {
+    if end >= bytes.len() {
+        return true;
+    }
+    let b = bytes[end];
+    if b.is_ascii() {
+        return !b.is_ascii_alphanumeric();
+    }
+    match text[end..].chars().next() {
+        Some(c) => !is_word(c) || is_unspaced(c),
+        None => true,
+    }
+}
+
+fn word_start(text: &str, mut at: usize) -> usize {
+    while let Some(c) = text[..at].chars().next_back() {
+        if !is_word(c) || is_unspaced(c) {
+            break;
+        }
+        at -= c.len_utf8();
+    }
+    at
+}
+
+fn word_end(text: &str, mut at: usize) -> usize {
+    while let Some(c) = text[at..].chars().next() {
+        if !is_word(c) || is_unspaced(c) {
+            break;
+        }
+        at += c.len_utf8();
+    }
+    at
+}
+
+/// Split normalised text into tokens (runs of word characters; every character of an
+/// unspaced script is its own token) and number the sentences.
+fn tokenize(text: &str, out: &mut Tokens) {
+    out.starts.clear();
+    out.sent.clear();
+    let bytes = text.as_bytes();
+    let mut sentence = 0u32;
+    let mut in_word = false;
+    let mut word_len = 0usize;
+    for (i, c) in text.char_indices() {
+        if is_word(c) {
+            if is_unspaced(c) {
+                out.starts.push(i as u32);
+                out.sent.push(sentence);
+                in_word = false;
+                continue;
+            }
+            if !in_word {
+                out.starts.push(i as u32);
+                out.sent.push(sentence);
+                in_word = true;
+                word_len = 0;
+            }
+            word_len += 1;
+            continue;
+        }
+        let was_word_len = if in_word { word_len } else { 0 };
+        in_word = false;
+        let ends = match c {
+            '\n' | '!' | '?' | ';' | '…' | '。' | '！' | '？' | '؟' | '؛' => true,
+            // A full stop ends a sentence when followed by a space or the end, and not
+            // after a single letter (u.s., e.g.).
+            '.' => {
+                let next = bytes.get(i + 1);
+                (next.is_none() || next == Some(&b' ') || next == Some(&b'\n')) && was_word_len != 1
+            }
+            _ => false,
+        };
+        if ends {
+            sentence += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! Table-driven tests of the rule language, through the compiler and the matcher.
+
+use super::*;
+use crate::decode::{decode, Limits};
+use crate::rules::{load_sources, Source};
+
+const LISTS: &str = r#"
+kind: lists
+lists:
+  negation: { en: ["not", "no", "never"], fr: ["pas"] }
+  expel: { en: ["expel*", "persona non grata"], fr: ["expuls*"], zh: ["驱逐"], ar: ["*طرد"] }
+  envoy: { en: ["ambassador*", "diplomat*"], fr: ["diplomate*"], zh: ["外交官"], ar: ["*سفير"] }
+"#;
+
+const COUNTRIES: &str = r#"
+kind: countries
+countries:
+  CA: { en: ["canada", "canadian*", "ottawa"] }
+  SA: { en: ["saudi arabia", "riyadh"] }
+"#;
+
+/// Compile one rule (YAML for the body of a rule after `id`) with the test lists.
+fn rules(rule_yaml: &str) -> RuleSet {
+    let file = format!(
+        "category: test\nrules:\n  - id: r\n    title: t\n    severity: high\n{}",
+        indent(rule_yaml)
+    );
+    load_sources(&[
+        Source {
+            path: "lists.yaml".into(),
+            text: LISTS.into(),
+        },
+        Source {
+            path: "countries.yaml".into(),
+            text: COUNTRIES.into(),
+        },
+        Source {
+            path: "r.yaml".into(),
+            text: file,
+        },
+    ])
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn fires(rs: &RuleSet, post_json: &str) -> Option<RuleMatch> {
+    let post = decode(post_json.as_bytes(), &Limits::default()).unwrap();
+    let mut out = Vec::new();
+    Matcher::new().match_post(rs, &post, &mut out);
+    out.into_iter().next()
+}
+
+fn text(t: &str) -> String {
+    serde_json::json!({"id": "1", "text": t}).to_string()
+}
+
+/// `t!(name, rule, [texts that fire], [texts that do not])`
+macro_rules! t {
+    ($name:ident, $rule:expr, [$($yes:expr),* $(,)?], [$($no:expr),* $(,)?]) => {
+        #[test]
+        fn $name() {
+            let rs = rules($rule);
+            $( assert!(fires(&rs, &text($yes)).is_some(), "should fire: {:?}", $yes); )*
+            $( assert!(fires(&rs, &text($no)).is_none(), "should not fire: {:?}", $no); )*
+        }
+    };
+}
+
+t!(
+    literal_phrase_with_word_boundaries,
+    "when: { terms: [\"persona non grata\"] }",
+    ["He is persona non grata.", "PERSONA NON GRATA!"],
+    ["personas non gratas", "xpersona non grata"]
+);
+
+t!(
+    prefix_wildcard,
+    "when: { terms: [\"expel*\"] }",
+    ["They expelled him", "we expel", "expulsion? no: expels"],
+    ["inexpellable? no", "the pel"]
+);
+
+t!(
+    suffix_wildcard_for_attached_prefixes,
+    "when: { list: expel }",
+    ["قررت الحكومة وطرد السفير"],
+    ["nothing here"]
+);
+
+t!(
+    inner_wildcard_phrase,
+    "when: { terms: [\"freeze* assets\"] }",
+    [
+        "We freeze assets",
+        "Canada froze? no — freezes assets today"
+    ],
+    ["assets freeze", "freezer"]
+);
+
+t!(
+    unspaced_scripts_match_without_boundaries,
+    "when: { list: expel }",
+    ["中方决定驱逐两名外交官"],
+    ["中方决定欢迎两名外交官"]
+);
+
+t!(
+    regex_term,
+    "when: { regex: \"\\\\b\\\\d+ diplomats\" }",
+    ["23 diplomats must leave"],
+    ["diplomats must leave"]
+);
+
+t!(
+    all_of,
+    "when: { all: [{ list: expel }, { list: envoy }] }",
+    ["The ambassador was quiet. Later we expelled staff."],
+    ["We expelled staff."]
+);
+
+t!(
+    any_of,
+    "when: { any: [{ terms: [\"embargo\"] }, { terms: [\"asset freeze\"] }] }",
+    ["an embargo", "an asset freeze"],
+    ["a freeze"]
+);
+
+t!(
+    none_of,
+    "when: { all: [{ list: expel }, { none: [{ terms: [\"football\"] }] }] }",
+    ["We expel the diplomats."],
+    ["Football: we expel the striker."]
+);
+
+t!(at_least_n,
+   "when: { at_least: 2, of: [{ terms: [\"alpha\"] }, { terms: [\"beta\"] }, { terms: [\"gamma\"] }] }",
+   ["alpha and gamma", "beta gamma alpha"],
+   ["alpha alone", "alpha alpha"]);
+
+t!(
+    near_within_tokens,
+    "when: { near: [{ list: expel }, { list: envoy }], within: 3 }",
+    [
+        "We expel the ambassador",
+        "ambassador was expelled",
+        "diplomats, we expel"
+    ],
+    ["We expel, after a long and difficult internal review of everything, the ambassador"]
+);
+
+t!(
+    near_same_sentence,
+    "when: { near: [{ list: expel }, { list: envoy }], sentence: true }",
+    ["We will, after long deliberation and review of the facts, expel the ambassador."],
+    [
+        "We expel nobody. The ambassador stays.",
+        "We expel nobody\nThe ambassador stays."
+    ]
+);
+
+t!(unless_negation_nearby,
+   "when: { list: expel }\nunless:\n  - near: [{ list: negation }, { list: expel }]\n    within: 2",
+   ["We expel the diplomats.", "We will not hesitate. We expel them."],
+   ["We will not expel anyone."]);
+
+t!(
+    unless_scoped_to_sentence_keeps_other_sentences,
+    "when: { list: expel }\nunless:\n  - any: [{ terms: [\"false\"] }]",
+    ["Reports of talks are false. Today we expel three diplomats."],
+    ["Reports that we expel diplomats are false."]
+);
+
+t!(
+    unless_post_scope,
+    "when: { list: expel }\nunless:\n  - any: [{ terms: [\"football\"] }]\n    scope: post",
+    ["We expel three diplomats."],
+    ["We expel three diplomats. Also: football results."]
+);
+
+t!(
+    unless_distance,
+    "when: { list: expel }\nunless:\n  - any: [{ terms: [\"1986\"] }]\n    distance: 2",
+    ["In 1986 there was a summit; today, after many years of patience, we expel them."],
+    ["the 1986 expulsion"]
+);
+
+t!(
+    evasion_via_normaliser,
+    "when: { terms: [\"persona non grata\"] }",
+    [
+        "#PersonaNonGrata",
+        "p e r s o n a  n o n  g r a t a",
+        "PERSONA\u{200B} NON GRATA",
+        "ｐｅｒｓｏｎａ ｎｏｎ ｇｒａｔａ"
+    ],
+    ["persona grata"]
+);
+
+#[test]
+fn fields_scope_and_requires_media() {
+    let rs = rules("requires_media: true\nfields: [media]\nwhen: { terms: [\"crosshairs\"] }");
+    let with = r#"{"id":"1","text":"crosshairs","media":[{"type":"image","alt_text":"map with crosshairs"}]}"#;
+    let text_only =
+        r#"{"id":"1","text":"crosshairs","media":[{"type":"image","alt_text":"a map"}]}"#;
+    let no_media = r#"{"id":"1","text":"crosshairs"}"#;
+    let m = fires(&rs, with).expect("fires on alt text");
+    assert_eq!(m.evidence[0].field, FieldRef::AltText(0));
+    assert_eq!(m.evidence[0].matched, "crosshairs");
+    assert!(fires(&rs, text_only).is_none(), "text is not searched");
+    assert!(fires(&rs, no_media).is_none(), "requires media");
+}
+
+#[test]
+fn quoted_text_is_context_by_default() {
+    let rs = rules("when: { list: expel }");
+    assert!(fires(
+        &rs,
+        r#"{"id":"1","text":"Indeed.","quoted_text":"we expel them"}"#
+    )
+    .is_none());
+    let rs = rules("fields: [text, quoted_text]\nwhen: { list: expel }");
+    assert!(fires(
+        &rs,
+        r#"{"id":"1","text":"Indeed.","quoted_text":"we expel them"}"#
+    )
+    .is_some());
+}
+
+#[test]
+fn account_filters_let_missing_fields_pass_unless_strict() {
+    let rs = rules("accounts: { roles: [foreign_ministry], not_countries: [CA], langs: [en] }\nwhen: { list: expel }");
+    let p = |acc: &str, lang: &str| {
+        format!(r#"{{"id":"1","text":"we expel","account":{acc},"lang":{lang}}}"#)
+    };
+    assert!(fires(
+        &rs,
+        &p(r#"{"role":"foreign_ministry","country":"SA"}"#, "\"en\"")
+    )
+    .is_some());
+    assert!(
+        fires(&rs, &p("{}", "null")).is_some(),
+        "missing fields pass"
+    );
+    assert!(fires(&rs, &p(r#"{"role":"embassy"}"#, "null")).is_none());
+    assert!(fires(&rs, &p(r#"{"country":"ca"}"#, "null")).is_none());
+    assert!(fires(&rs, &p("{}", "\"fr\"")).is_none());
+    assert!(fires(&rs, &p("{}", "\"en-GB\"")).is_some());
+    let strict =
+        rules("accounts: { roles: [foreign_ministry], strict: true }\nwhen: { list: expel }");
+    assert!(
+        fires(&strict, &p("{}", "null")).is_none(),
+        "strict rejects missing"
+    );
+}
+
+#[test]
+fn handle_filters_ignore_at_and_case() {
+    let rs = rules("accounts: { not_handles: [\"@ParodyMFA\"] }\nwhen: { list: expel }");
+    assert!(fires(
+        &rs,
+        r#"{"id":"1","text":"we expel","account":{"handle":"parodymfa"}}"#
+    )
+    .is_none());
+    assert!(fires(
+        &rs,
+        r#"{"id":"1","text":"we expel","account":{"handle":"RealMFA"}}"#
+    )
+    .is_some());
+}
+
+#[test]
+fn targets_come_from_country_lists_without_the_actor() {
+    let rs = rules("when: { list: expel }");
+    let m = fires(
+        &rs,
+        r#"{"id":"1","text":"Riyadh will expel the Canadian ambassador; Ottawa objects.","account":{"country":"SA"}}"#,
+    )
+    .unwrap();
+    assert_eq!(m.targets, ["CA"]);
+    let m = fires(
+        &rs,
+        r#"{"id":"1","text":"Saudi Arabia will expel the Canadian envoy."}"#,
+    )
+    .unwrap();
+    assert_eq!(m.targets, ["SA", "CA"], "first mention first");
+}
+
+#[test]
+fn evidence_points_into_the_original_text() {
+    let rs = rules("when: { near: [{ list: expel }, { list: envoy }], within: 5 }");
+    let t = "Nous déclarons: les diplomates sont EXPULSÉS.";
+    let m = fires(&rs, &text(t)).unwrap();
+    for e in &m.evidence {
+        assert_eq!(&t[e.start..e.end], e.matched);
+    }
+    let got: Vec<&str> = m.evidence.iter().map(|e| e.matched.as_str()).collect();
+    assert_eq!(got, ["diplomates", "EXPULSÉS"]);
+}
+
+#[test]
+fn disabled_rules_do_not_fire() {
+    let rs = rules("enabled: false\nwhen: { list: expel }");
+    assert!(fires(&rs, &text("we expel")).is_none());
+}
+
+#[test]
+fn explain_reports_suppression() {
+    let rs = rules("when: { list: expel }\nunless:\n  - any: [{ terms: [\"false\"] }]");
+    let raw = text("Reports that we expel diplomats are false.");
+    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
+    let tr = Matcher::new().explain(&rs, &post);
+    assert_eq!(tr.len(), 1);
+    assert!(!tr[0].fired);
+    assert_eq!(tr[0].suppressed_by.len(), 1);
+    assert_eq!(tr[0].suppressed_by[0].1[0].matched, "false");
+}
+
+#[test]
+fn only_rules_whose_required_terms_hit_are_candidates() {
+    // Two rules; a post hitting only one rule's terms evaluates only that rule.
+    let rs = load_sources(&[Source {
+        path: "r.yaml".into(),
+        text: "category: c\nrules:\n  - {id: a, title: a, severity: low, when: {near: [{terms: [x1]}, {terms: [y1]}], within: 3}}\n  - {id: b, title: b, severity: low, when: {terms: [z1]}}\n".into(),
+    }])
+    .unwrap();
+    let mut m = Matcher::new();
+    let raw = text("x1 and z1");
+    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
+    let tr = m.explain(&rs, &post);
+    let ids: Vec<&str> = tr.iter().map(|t| rs.rules[t.rule].id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["b"],
+        "rule a needs y1 too, so it is not even evaluated"
+    );
+}
+
+/// Diagnostics carry file:line:column for every kind of mistake.
+#[test]
+fn check_reports_positions() {
+    let cases: &[(&str, &str)] = &[
+        ("rules:\n  - id: a\n    title: t\n    severty: high\n", "unknown field `severty`"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: high, when: {list: nope}}\n", "undefined list `nope`"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: high, when: {regex: \"(\"}}\n", "bad regex"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: high, when: {terms: [x]}}\n  - {id: a, title: t, severity: high, when: {terms: [y]}}\n", "duplicate rule id `a`"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: huge, when: {terms: [x]}}\n", "unknown severity"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: low, when: {none: [{terms: [x]}]}}\n", "without any term"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: low, when: {near: [{terms: [x]}, {terms: [y]}]}}\n", "needs `within"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: low, when: {regex: \"x{1000}{1000}\"}}\n", "too large"),
+        ("rules: [\n", ""),
+    ];
+    for (yaml, want) in cases {
+        let err = load_sources(&[Source {
+            path: "bad.yaml".into(),
+            text: (*yaml).into(),
+        }])
+        .unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert!(d.line > 0 && d.column > 0, "{yaml:?} → {d}");
+        assert!(d.to_string().starts_with("bad.yaml:"), "{d}");
+        assert!(d.message.contains(want), "{yaml:?}: want {want:?}, got {d}");
+    }
+}

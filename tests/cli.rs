@@ -1,0 +1,281 @@
+//! The command line as a user meets it: every subcommand, including its error paths.
+
+mod common;
+
+use common::*;
+
+const PNG_POST: &str = r#"{"id": "g1", "platform": "x", "account": {"handle": "KSAmofaEN", "country": "SA", "role": "foreign_ministry"}, "lang": "en", "text": "We consider the Canadian ambassador to the Kingdom persona non grata and order him to leave within the next 24 hours."}"#;
+
+fn schema() -> jsonschema::Validator {
+    let s: serde_json::Value =
+        serde_json::from_str(include_str!("../schema/alert.v1.json")).expect("schema is JSON");
+    jsonschema::validator_for(&s).expect("schema compiles")
+}
+
+#[test]
+fn check_passes_on_shipped_rules() {
+    let out = bin().arg("check").arg(rules_dir()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+}
+
+#[test]
+fn check_reports_file_line_column_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&rules_dir(), dir.path());
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "category: x\nrules:\n  - id: broken.one\n    title: t\n    severity: high\n    when: { list: no_such_list }\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{}:6:19: undefined list `no_such_list`", dir.path().join("broken.yaml").display());
+    assert!(err.contains(&want), "want {want:?} in:\n{err}");
+}
+
+#[test]
+fn check_reports_yaml_syntax_errors_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "rules:\n  - id: [unclosed\n").unwrap();
+    let out = bin().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:"), "{err}");
+    let pos = err.split("bad.yaml:").nth(1).unwrap_or("");
+    let mut it = pos.split(':');
+    let line: u64 = it.next().unwrap_or("0").parse().unwrap_or(0);
+    let col: u64 = it.next().unwrap_or("0").parse().unwrap_or(0);
+    assert!(line >= 2 && col >= 1, "{err}");
+}
+
+#[test]
+fn check_on_missing_dir_fails() {
+    let out = bin().args(["check", "/nonexistent/rules"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn test_passes_on_shipped_rules_and_fails_on_a_broken_example() {
+    let out = bin().arg("test").arg(rules_dir()).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "category: c\nrules:\n  - id: r1\n    title: t\n    severity: low\n    when: { terms: [embargo] }\n    examples:\n      match: [\"an embargo\", \"a blockade\"]\n",
+    )
+    .unwrap();
+    let out = bin().arg("test").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("r.yaml:8:") && err.contains("a blockade"), "{err}");
+}
+
+#[test]
+fn scan_emits_schema_valid_alerts_and_dead_letters_bad_lines() {
+    let input = format!(
+        "{PNG_POST}\n{{\"id\": \"bad1\", \"text\": \n{{\"id\": 5, \"text\": [\"x\"]}}\n\n{}\n",
+        PNG_POST.replace("\"g1\"", "\"g2\"")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl.jsonl");
+    let out = run_with_stdin(
+        bin().arg("scan").arg("--rules").arg(rules_dir()).arg("--dead-letter").arg(&dl).arg("-"),
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = json_lines(&out.stdout);
+    let v = schema();
+    let mut ids = std::collections::BTreeSet::new();
+    for a in &alerts {
+        let errs: Vec<String> = v.iter_errors(a).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "alert violates the schema: {errs:?}\n{a}");
+        ids.insert(a["post"]["id"].as_str().unwrap().to_string());
+        assert_eq!(a["actor"], "SA");
+        assert_eq!(a["targets"][0], "CA");
+        // Evidence offsets point into the text as published.
+        let text = a["post"]["text"].as_str().unwrap();
+        for e in a["evidence"].as_array().unwrap() {
+            let (s, t) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
+            assert_eq!(&text[s..t], e["matched"].as_str().unwrap());
+        }
+    }
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["g1", "g2"]);
+    let dead = json_lines(&std::fs::read(&dl).unwrap());
+    let reasons: Vec<(&str, u64)> = dead
+        .iter()
+        .map(|d| (d["reason"].as_str().unwrap(), d["line"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(reasons, [("invalid_json", 2), ("wrong_type", 3)]);
+}
+
+#[test]
+fn scan_is_deterministic_and_never_deduplicates() {
+    let input = format!("{PNG_POST}\n{PNG_POST}\n");
+    let run = || run_with_stdin(bin().arg("scan").arg("--rules").arg(rules_dir()), input.as_bytes()).stdout;
+    let (a, b) = (run(), run());
+    assert_eq!(a, b, "same input, same output");
+    let alerts = json_lines(&a);
+    assert!(alerts.len() >= 2 && alerts.len() % 2 == 0, "both copies alert: {}", alerts.len());
+    assert!(alerts.iter().all(|a| a["schema"] == "attache.alert.v1"));
+}
+
+#[test]
+fn scan_dead_letters_go_to_stderr_without_a_file() {
+    let out = run_with_stdin(bin().arg("scan").arg("--rules").arg(rules_dir()), b"not json\n");
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"reason\":\"invalid_json\""));
+}
+
+#[test]
+fn scan_explain_adds_rule_location() {
+    let out = run_with_stdin(bin().arg("scan").arg("--explain").arg("--rules").arg(rules_dir()), PNG_POST.as_bytes());
+    let alerts = json_lines(&out.stdout);
+    assert!(!alerts.is_empty());
+    assert!(alerts[0]["explain"]["rule_file"].as_str().unwrap().ends_with(".yaml"));
+}
+
+#[test]
+fn scan_with_broken_rules_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.yaml"), "rules: 3\n").unwrap();
+    let out = run_with_stdin(bin().arg("scan").arg("--rules").arg(dir.path()), PNG_POST.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn scan_usage_error_exits_2() {
+    let out = bin().args(["scan", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn explain_shows_rule_and_evidence() {
+    let out = bin()
+        .arg("explain")
+        .arg("--rules")
+        .arg(rules_dir())
+        .args(["--text", "Reports that our ambassador was expelled are false."])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("png.expel_envoy") && s.contains("suppressed by"), "{s}");
+    let out = bin()
+        .arg("explain")
+        .arg("--rules")
+        .arg(rules_dir())
+        .arg("--json")
+        .args(["--text", "We expel the ambassador of Canada."])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["rules"].as_array().unwrap().iter().any(|r| r["fired"] == true));
+}
+
+#[test]
+fn eval_prints_scores_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("l.jsonl");
+    std::fs::write(
+        &f,
+        format!(
+            "{}\n{}\n",
+            PNG_POST.replace("\"text\"", "\"labels\": [\"persona_non_grata\"], \"text\""),
+            r#"{"id": "n1", "text": "Happy national day to our friends!", "labels": ["sanctions"]}"#
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("eval").arg("--rules").arg(rules_dir()).arg(&f).output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("persona_non_grata") && s.contains("1.000"), "{s}");
+    assert!(s.contains("FN sanctions n1"), "{s}");
+}
+
+#[test]
+fn run_embedded_default_prints_alerts_and_exits_0() {
+    let port = free_port();
+    let out = bin()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts = json_lines(&out.stdout);
+    let cats: std::collections::BTreeSet<&str> =
+        alerts.iter().map(|a| a["rule"]["category"].as_str().unwrap()).collect();
+    assert!(cats.contains("persona_non_grata") && cats.contains("incendiary_imagery"), "{cats:?}");
+    let v = schema();
+    for a in &alerts {
+        assert!(v.is_valid(a), "{a}");
+    }
+}
+
+#[test]
+fn run_outside_the_repo_uses_embedded_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = bin()
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!json_lines(&out.stdout).is_empty());
+}
+
+#[test]
+fn run_with_bad_config_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c.toml");
+    std::fs::write(&c, "[http]\nlisen = \"x\"\n").unwrap();
+    let out = bin().arg("run").arg("--config").arg(&c).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+}
+
+#[test]
+fn run_follow_serves_ops_endpoints_until_sigterm() {
+    let port = free_port();
+    let mut child = bin()
+        .args(["run", "--follow", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_port(port), "HTTP server did not start");
+    // The finite stream ends; --follow keeps serving and stays ready.
+    let mut finished = false;
+    for _ in 0..100 {
+        let (_, m) = http_get(port, "/metrics").unwrap();
+        if m.contains("attache_input_finished 1") {
+            finished = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(finished, "input never finished");
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+    let (code, rules) = http_get(port, "/rules").unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    assert!(!v["rules"].as_array().unwrap().is_empty());
+    assert!(v["version"].as_str().unwrap().len() >= 8);
+    let (code, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("attache_posts_consumed_total"));
+    assert!(metrics.contains("attache_alerts_total{category=\"persona_non_grata\""));
+    let (code, ex) = http_request(port, "POST", "/explain", r#"{"id":"1","text":"We expel the ambassador."}"#).unwrap();
+    assert_eq!(code, 200, "{ex}");
+    assert!(ex.contains("png.expel_envoy"));
+    // SIGTERM: clean exit 0.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
