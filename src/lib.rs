@@ -20,6 +20,7 @@
 //! * [`pipeline`]: wires the stages with bounded channels; owns shutdown and reload.
 //! * [`http`]: /metrics, /healthz, /readyz, /rules, POST /-/reload, POST /explain.
 //! * [`telemetry`]: logging and metrics, emitted by the stage loops as events.
+//! * [`watch`]: reloads the rules when their directory changes.
 //! * [`config`]: the TOML configuration.
 //! * [`commands`]: the offline subcommands (scan, eval, explain).
 #![forbid(unsafe_code)]
@@ -27,13 +28,16 @@
 pub mod alert;
 pub mod commands;
 pub mod config;
+pub mod deadletter;
 pub mod decode;
 pub mod embedded;
 pub mod http;
 pub mod lines;
 pub mod normalize;
 pub mod pipeline;
+pub mod route;
 pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod watch;

@@ -203,6 +203,18 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(signal_loop(shared.clone(), stop_tx.clone()));
+    let watcher = match (&shared.origin, cfg.rules.watch) {
+        (RulesOrigin::Dir(dir), true) => Some(
+            crate::watch::spawn(
+                dir.clone(),
+                std::time::Duration::from_millis(cfg.rules.debounce_ms),
+                shared.clone(),
+                http_stop_tx.subscribe(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        _ => None,
+    };
 
     let input = match cfg.input.kind.as_str() {
         "file" => LinesInput::File(cfg.input.path.clone().context("input.path")?),
@@ -267,6 +279,9 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     }
     signals.abort();
     let _ = http_stop_tx.send(true);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     let _ = http.await;
     read.context("reading the input")?;
     Ok(())

@@ -4,7 +4,10 @@
 //!
 //! * [`stdout`]: JSON lines on standard output.
 
+pub mod alertmanager;
+pub mod config;
 pub mod stdout;
+pub mod webhook;
 
 use std::sync::Arc;
 
