@@ -364,3 +364,98 @@ fn check_reports_positions() {
         assert!(d.message.contains(want), "{yaml:?}: want {want:?}, got {d}");
     }
 }
+
+mod properties {
+    //! The matcher against a naive reference: split into words, look for the terms.
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORDS: &[&str] = &["expel", "envoy", "not", "the", "sanction", "ab", "xy", "expelled"];
+    const SEPS: &[&str] = &[" ", "  ", ", ", ". ", "\n", "-", " ("];
+
+    fn post_text() -> impl Strategy<Value = String> {
+        prop::collection::vec((0..WORDS.len(), 0..SEPS.len()), 0..14).prop_map(|v| {
+            let body: String = v.into_iter().map(|(w, s)| format!("{}{}", WORDS[w], SEPS[s])).collect();
+            format!("q {body}")
+        })
+    }
+
+    /// (word, sentence) pairs, the way a person would read the text.
+    fn naive_tokens(t: &str) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let mut sentence = 0;
+        let mut word = String::new();
+        let chars: Vec<char> = t.chars().collect();
+        for (i, &c) in chars.iter().enumerate() {
+            if c.is_alphanumeric() {
+                word.push(c);
+                continue;
+            }
+            if !word.is_empty() {
+                out.push((std::mem::take(&mut word), sentence));
+            }
+            let next_space = chars.get(i + 1).is_none_or(|n| *n == ' ' || *n == '\n');
+            if c == '\n' || (c == '.' && next_space && out.last().is_some_and(|(w, _)| w.chars().count() != 1)) {
+                sentence += 1;
+            }
+        }
+        if !word.is_empty() {
+            out.push((word, sentence));
+        }
+        out
+    }
+
+    fn single_rule(when: &str) -> RuleSet {
+        load_sources(&[Source {
+            path: "p.yaml".into(),
+            text: format!("category: c\nrules:\n  - {{id: p, title: p, severity: low, when: {when}}}\n"),
+        }])
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn term_matches_whole_words_only(t in post_text(), w in 0..WORDS.len()) {
+            let rs = single_rule(&format!("{{terms: [\"{}\"]}}", WORDS[w]));
+            let want = naive_tokens(&t).iter().any(|(x, _)| x == WORDS[w]);
+            prop_assert_eq!(fires(&rs, &text(&t)).is_some(), want, "{:?}", t);
+        }
+
+        #[test]
+        fn prefix_term_matches_word_starts(t in post_text(), w in 0..WORDS.len()) {
+            let rs = single_rule(&format!("{{terms: [\"{}*\"]}}", WORDS[w]));
+            let want = naive_tokens(&t).iter().any(|(x, _)| x.starts_with(WORDS[w]));
+            prop_assert_eq!(fires(&rs, &text(&t)).is_some(), want, "{:?}", t);
+        }
+
+        #[test]
+        fn near_agrees_with_naive_windows(t in post_text(), a in 0..WORDS.len(), b in 0..WORDS.len(), n in 0u32..4) {
+            let rs = single_rule(&format!("{{near: [{{terms: [\"{}\"]}}, {{terms: [\"{}\"]}}], within: {n}}}", WORDS[a], WORDS[b]));
+            let toks = naive_tokens(&t);
+            let mut want = false;
+            for (i, (x, si)) in toks.iter().enumerate() {
+                for (j, (y, sj)) in toks.iter().enumerate() {
+                    let between = (i.max(j) as i64) - (i.min(j) as i64) - 1;
+                    if x == WORDS[a] && y == WORDS[b] && si == sj && between <= n as i64 {
+                        want = true;
+                    }
+                }
+            }
+            prop_assert_eq!(fires(&rs, &text(&t)).is_some(), want, "{:?}", t);
+        }
+
+        #[test]
+        fn evidence_always_points_into_the_original(t in "\\PC{0,60}", w in 0..WORDS.len()) {
+            let rs = single_rule(&format!("{{terms: [\"{}*\"]}}", WORDS[w]));
+            let s = format!("{t} {} {t}", WORDS[w].to_uppercase());
+            if let Some(m) = fires(&rs, &text(&s)) {
+                for e in m.evidence {
+                    prop_assert!(s.is_char_boundary(e.start) && s.is_char_boundary(e.end));
+                    prop_assert_eq!(&s[e.start..e.end], e.matched.as_str());
+                }
+            }
+        }
+    }
+}
