@@ -170,6 +170,11 @@ impl Default for OutputConfig {
     }
 }
 
+// Messages with alerts awaiting their sinks at once; bounds memory when sinks are slow.
+fn default_max_in_flight() -> usize {
+    10_000
+}
+
 /// `[pipeline]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,13 +182,131 @@ pub struct PipelineConfig {
     /// Capacity of the bounded channels between stages (messages).
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    /// Messages with alerts waiting for their sinks at once (then the source pauses).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// JSON-lines file for undecodable messages when no Kafka dead-letter topic is
+    /// configured; stderr when unset.
+    #[serde(default)]
+    pub dead_letter_file: Option<PathBuf>,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             channel_capacity: default_channel_capacity(),
+            max_in_flight: default_max_in_flight(),
+            dead_letter_file: None,
         }
+    }
+}
+
+// Kafka defaults: a local broker, group `attache`, topic `posts`, read from the start
+// when the group has no offset; a session timeout short enough that a restarted member
+// is back quickly after a crash, and a drain deadline inside it.
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_group() -> String {
+    "attache".into()
+}
+fn default_topics() -> Vec<String> {
+    vec!["posts".into()]
+}
+fn default_reset() -> String {
+    "earliest".into()
+}
+fn default_session_ms() -> u64 {
+    6000
+}
+fn default_drain_ms() -> u64 {
+    4000
+}
+fn default_strategy() -> String {
+    "cooperative-sticky".into()
+}
+fn default_stats_ms() -> u64 {
+    5000
+}
+fn default_commit_ms() -> u64 {
+    1000
+}
+fn default_max_message_bytes() -> usize {
+    1_000_000
+}
+
+/// `[kafka]`: the consumer group, the alerts topic and the dead-letter topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port,…`). Env: `ATTACHE_KAFKA_BROKERS`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Consumer group id. Env: `ATTACHE_KAFKA_GROUP_ID`.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Topics to read.
+    #[serde(default = "default_topics")]
+    pub topics: Vec<String>,
+    /// Or: a regex of topics to read (instead of `topics`).
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    /// Where a group without a committed offset starts: `earliest` or `latest`.
+    #[serde(default = "default_reset")]
+    pub auto_offset_reset: String,
+    /// Consumer session timeout (ms): how fast a crashed member's partitions move.
+    #[serde(default = "default_session_ms")]
+    pub session_timeout_ms: u64,
+    /// Deadline to finish in-flight messages on revocation and shutdown (ms); must be
+    /// shorter than the session timeout.
+    #[serde(default = "default_drain_ms")]
+    pub drain_timeout_ms: u64,
+    /// `cooperative-sticky` (incremental rebalancing) or `range`, `roundrobin`.
+    #[serde(default = "default_strategy")]
+    pub assignment_strategy: String,
+    /// librdkafka statistics interval (ms); feeds the consumer-lag metric.
+    #[serde(default = "default_stats_ms")]
+    pub statistics_interval_ms: u64,
+    /// How often stored offsets are committed (ms).
+    #[serde(default = "default_commit_ms")]
+    pub commit_interval_ms: u64,
+    /// Topic for every alert (the DESIGN §7 JSON as is, keyed `ACTOR>TARGET`); none = off.
+    #[serde(default)]
+    pub alerts_topic: Option<String>,
+    /// Topic for undecodable posts (original bytes + reason headers); none = the
+    /// `[dead_letter]` file, else stderr.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Largest message the producer sends; bigger dead letters are truncated with a
+    /// header saying so.
+    #[serde(default = "default_max_message_bytes")]
+    pub producer_max_message_bytes: usize,
+    /// Extra librdkafka properties for consumer and producer (SASL/SSL, tuning).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties whose values come from environment variables
+    /// (property → variable name), for secrets such as `sasl.password`.
+    #[serde(default)]
+    pub properties_env: std::collections::BTreeMap<String, String>,
+    /// Resolved `properties_env` values (filled by [`Config::load`]).
+    #[serde(skip)]
+    pub resolved_env: Vec<(String, String)>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!("all fields have defaults"))
+    }
+}
+
+impl KafkaConfig {
+    /// Pass-through properties, with secrets from the environment.
+    pub fn resolved_properties(&self) -> Vec<(&str, &str)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(self.resolved_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect()
     }
 }
 
@@ -218,6 +341,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Kafka (with `input.kind = "kafka"`, or for the alerts topic).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
     /// Where the file was read from (`None` for the embedded default).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -256,6 +382,19 @@ impl Config {
         if let Some(v) = get("ATTACHE_INPUT_PATH") {
             self.input.path = Some(v.into());
         }
+        if let Some(k) = &mut self.kafka {
+            if let Some(v) = get("ATTACHE_KAFKA_BROKERS") {
+                k.brokers = v;
+            }
+            if let Some(v) = get("ATTACHE_KAFKA_GROUP_ID") {
+                k.group_id = v;
+            }
+            k.resolved_env = k
+                .properties_env
+                .iter()
+                .filter_map(|(prop, var)| get(var).map(|v| (prop.clone(), v)))
+                .collect();
+        }
     }
 
     /// Check values that serde cannot.
@@ -282,14 +421,38 @@ impl Config {
                 }
             }
             "stdin" => {}
+            "kafka" => {
+                if self.kafka.is_none() {
+                    return Err(bad("input.kind = \"kafka\" needs a [kafka] section".into()));
+                }
+            }
             other => {
                 return Err(bad(format!(
-                    "input.kind `{other}` is not one of sample, file, stdin"
+                    "input.kind `{other}` is not one of sample, file, stdin, kafka"
                 )))
+            }
+        }
+        if let Some(k) = &self.kafka {
+            if k.topics.is_empty() && k.topic_pattern.is_none() {
+                return Err(bad("kafka.topics is empty and no kafka.topic_pattern is set".into()));
+            }
+            if k.drain_timeout_ms >= k.session_timeout_ms {
+                return Err(bad(format!(
+                    "kafka.drain_timeout_ms ({}) must be shorter than kafka.session_timeout_ms ({})",
+                    k.drain_timeout_ms, k.session_timeout_ms
+                )));
+            }
+            for (prop, var) in &k.properties_env {
+                if !k.resolved_env.iter().any(|(p, _)| p == prop) {
+                    return Err(bad(format!("kafka.properties_env.{prop}: environment variable ${var} is not set")));
+                }
             }
         }
         if self.input.max_message_bytes == 0 {
             return Err(bad("input.max_message_bytes must be > 0".into()));
+        }
+        if self.pipeline.max_in_flight == 0 || self.pipeline.max_in_flight > u32::MAX as usize {
+            return Err(bad("pipeline.max_in_flight must be between 1 and 2^32-1".into()));
         }
         if self.pipeline.channel_capacity == 0 {
             return Err(bad("pipeline.channel_capacity must be > 0".into()));

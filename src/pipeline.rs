@@ -140,7 +140,58 @@ impl Shared {
 /// A processed message: its alerts, or the reason it is a dead letter.
 struct Processed {
     alerts: Vec<Arc<Alert>>,
+    dead: Option<DeadPost>,
     ingest: SystemTime,
+    ack: Option<crate::source::Ack>,
+}
+
+/// An undecodable message on its way to the dead letters.
+struct DeadPost {
+    payload: Vec<u8>,
+    size: usize,
+    error: DecodeError,
+    origin: crate::alert::SourceRef,
+}
+
+/// Where undecodable messages go: the Kafka dead-letter topic, a JSON-lines file, or
+/// stderr (one JSON object per line, with the reason).
+enum DecodeDeadLetters {
+    Kafka(crate::sink::kafka::KafkaProducer, String),
+    Writer(std::sync::Mutex<Box<dyn Write + Send>>),
+}
+
+impl DecodeDeadLetters {
+    async fn write(&self, d: DeadPost) {
+        match self {
+            Self::Kafka(p, topic) => {
+                p.dead_letter(topic, &d.payload, d.error.reason.as_str(), &d.error.detail, &d.origin).await
+            }
+            Self::Writer(w) => {
+                let origin = match &d.origin {
+                    crate::alert::SourceRef::File { file, line } => serde_json::json!({"file": file, "line": line}),
+                    crate::alert::SourceRef::Kafka { topic, partition, offset } => {
+                        serde_json::json!({"topic": topic, "partition": partition, "offset": offset})
+                    }
+                };
+                let cut = &d.payload[..d.payload.len().min(64 * 1024)];
+                let rec = serde_json::json!({
+                    "kind": "decode", "source": origin, "reason": d.error.reason.as_str(), "error": d.error.detail,
+                    "size": d.size, "truncated": cut.len() < d.size, "raw": String::from_utf8_lossy(cut),
+                    "at": alert::rfc3339(chrono::Utc::now()),
+                });
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                if writeln!(w, "{rec}").and_then(|_| w.flush()).is_err() {
+                    tracing::error!("cannot write a dead letter");
+                }
+            }
+        }
+    }
+}
+
+/// A sink as the router sees it.
+struct SinkTx {
+    name: String,
+    tx: mpsc::Sender<Delivery>,
 }
 
 /// Run the service until the input ends (or a signal), per DESIGN §6.
@@ -176,10 +227,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     .emit(&metrics);
 
     let bearer_token = match &cfg.http.bearer_token_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("http.bearer_token_env: ${var} is not set"))?,
-        ),
+        Some(var) => Some(std::env::var(var).with_context(|| format!("http.bearer_token_env: ${var} is not set"))?),
         None => None,
     };
     let shared = Arc::new(Shared {
@@ -216,60 +264,112 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         _ => None,
     };
 
-    let input = match cfg.input.kind.as_str() {
-        "file" => LinesInput::File(cfg.input.path.clone().context("input.path")?),
-        "stdin" => LinesInput::Stdin,
-        _ => {
-            let content = crate::embedded::sample(&cfg.input.sample)
-                .with_context(|| format!("no bundled sample `{}`", cfg.input.sample))?;
-            LinesInput::Sample(cfg.input.sample.clone(), content)
-        }
-    };
     let cap = cfg.pipeline.channel_capacity;
     let (env_tx, env_rx) = mpsc::channel::<Envelope>(cap);
     let (proc_tx, proc_rx) = mpsc::channel::<Processed>(cap);
 
+    // Kafka producer (alerts topic, dead-letter topic), shared.
+    let producer = match &cfg.kafka {
+        Some(k) if k.alerts_topic.is_some() || k.dead_letter_topic.is_some() => {
+            Some(crate::sink::kafka::KafkaProducer::new(k).context("creating the Kafka producer")?)
+        }
+        _ => None,
+    };
+
     // Sinks.
-    let mut sinks: Vec<(&'static str, mpsc::Sender<Delivery>)> = Vec::new();
+    let mut sinks: Vec<SinkTx> = Vec::new();
     let mut sink_tasks = Vec::new();
     if cfg.output.stdout {
         let (tx, rx) = mpsc::channel(cap);
         sink_tasks.push(tokio::spawn(sink::stdout::run(rx, metrics.clone())));
-        sinks.push(("stdout", tx));
+        sinks.push(SinkTx { name: "stdout".into(), tx });
     }
+    if let (Some(p), Some(topic)) = (&producer, cfg.kafka.as_ref().and_then(|k| k.alerts_topic.clone())) {
+        let (tx, rx) = mpsc::channel(cap);
+        sink_tasks.push(tokio::spawn(sink::kafka::run(p.clone(), topic, rx, metrics.clone())));
+        sinks.push(SinkTx { name: "kafka".into(), tx });
+    }
+
+    // Dead letters for undecodable messages.
+    let dead = Arc::new(match (&producer, cfg.kafka.as_ref().and_then(|k| k.dead_letter_topic.clone())) {
+        (Some(p), Some(topic)) => DecodeDeadLetters::Kafka(p.clone(), topic),
+        _ => match &cfg.pipeline.dead_letter_file {
+            Some(path) => DecodeDeadLetters::Writer(std::sync::Mutex::new(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening the dead-letter file {}", path.display()))?,
+            ))),
+            None => DecodeDeadLetters::Writer(std::sync::Mutex::new(Box::new(std::io::stderr()))),
+        },
+    });
 
     // Source.
     let max_bytes = cfg.input.max_message_bytes;
-    let source_name = input.name();
     let src_stop = stop_rx.clone();
-    shared.source_ready.store(true, Ordering::Release);
-    let source =
-        tokio::task::spawn_blocking(move || input.run_blocking(max_bytes, env_tx, src_stop));
+    let finite;
+    let source: tokio::task::JoinHandle<std::io::Result<u64>> = if cfg.input.kind == "kafka" {
+        finite = false;
+        let k = cfg.kafka.clone().context("[kafka]")?;
+        let connected = Arc::new(AtomicBool::new(false));
+        let src = crate::source::kafka::KafkaSource::new(&k, metrics.clone(), connected.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sh = shared.clone();
+        // Readiness follows the consumer's assignment.
+        tokio::spawn(async move {
+            loop {
+                sh.source_ready.store(connected.load(Ordering::Acquire), Ordering::Release);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
+        tokio::task::spawn_blocking(move || Ok(src.run_blocking(env_tx, src_stop)))
+    } else {
+        finite = true;
+        let input = match cfg.input.kind.as_str() {
+            "file" => LinesInput::File(cfg.input.path.clone().context("input.path")?),
+            "stdin" => LinesInput::Stdin,
+            _ => {
+                let content = crate::embedded::sample(&cfg.input.sample)
+                    .with_context(|| format!("no bundled sample `{}`", cfg.input.sample))?;
+                LinesInput::Sample(cfg.input.sample.clone(), content)
+            }
+        };
+        shared.source_ready.store(true, Ordering::Release);
+        let m = metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = input.run_blocking(max_bytes, env_tx, src_stop);
+            if let Ok(n) = &n {
+                m.posts_consumed.with_label_values(&["lines"]).inc_by(*n);
+            }
+            n
+        })
+    };
 
     // Process.
     let p_shared = shared.clone();
-    let dead_path = None::<PathBuf>;
-    let process = tokio::task::spawn_blocking(move || {
-        process_loop(env_rx, proc_tx, p_shared, max_bytes, dead_path)
-    });
+    let process = tokio::task::spawn_blocking(move || process_loop(env_rx, proc_tx, p_shared, max_bytes));
 
     // Route.
-    let router = tokio::spawn(route_loop(proc_rx, sinks, metrics.clone()));
+    let router = tokio::spawn(route_loop(proc_rx, sinks, dead, metrics.clone(), cfg.pipeline.max_in_flight));
 
     let read = source.await.context("source task")?;
     match &read {
-        Ok(n) => tracing::info!(source = %source_name, messages = n, "input finished"),
-        Err(e) => tracing::error!(source = %source_name, error = %e, "input failed"),
+        Ok(n) => tracing::info!(messages = n, "input finished"),
+        Err(e) => tracing::error!(error = %e, "input failed"),
     }
     process.await.context("process task")?;
     router.await.context("route task")?;
     for t in sink_tasks {
         let _ = t.await;
     }
-    metrics.input_finished.set(1);
+    if finite {
+        metrics.input_finished.set(1);
+    }
 
     if follow && !*stop_rx.borrow() {
         tracing::info!("input finished; still serving HTTP (--follow) until SIGINT/SIGTERM");
+        shared.source_ready.store(true, Ordering::Release);
         let mut s = stop_rx.clone();
         while !*s.borrow() {
             if s.changed().await.is_err() {
@@ -306,34 +406,13 @@ async fn signal_loop(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     }
 }
 
-fn process_loop(
-    mut rx: mpsc::Receiver<Envelope>,
-    tx: mpsc::Sender<Processed>,
-    shared: Arc<Shared>,
-    max_bytes: usize,
-    dead_path: Option<PathBuf>,
-) {
+fn process_loop(mut rx: mpsc::Receiver<Envelope>, tx: mpsc::Sender<Processed>, shared: Arc<Shared>, max_bytes: usize) {
     let m = &shared.metrics;
     let limits = Limits { max_bytes };
     let mut matcher = Matcher::new();
     let mut matches = Vec::new();
-    let mut dead: Box<dyn Write> = match &dead_path {
-        Some(p) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            Ok(f) => Box::new(f),
-            Err(e) => {
-                tracing::error!(path = %p.display(), error = %e, "cannot open the dead-letter file; writing dead letters to stderr");
-                Box::new(std::io::stderr())
-            }
-        },
-        None => Box::new(std::io::stderr()),
-    };
     while let Some(env) = rx.blocking_recv() {
         let t = Instant::now();
-        m.posts_consumed.with_label_values(&["lines"]).inc();
         let decoded = match env.oversize {
             Some(size) => Err(DecodeError::new(
                 DecodeReason::Oversize,
@@ -341,85 +420,115 @@ fn process_loop(
             )),
             None => decode(&env.payload, &limits),
         };
-        let post = match decoded {
-            Ok(p) => p,
+        let out = match decoded {
             Err(e) => {
                 let origin = env.origin_label();
-                DecodeFailed {
-                    error: &e,
-                    origin: &origin,
+                DecodeFailed { error: &e, origin: &origin }.emit(m);
+                Processed {
+                    alerts: Vec::new(),
+                    dead: Some(DeadPost {
+                        size: env.oversize.unwrap_or(env.payload.len()),
+                        payload: env.payload,
+                        error: e,
+                        origin: env.origin,
+                    }),
+                    ingest: env.ingest,
+                    ack: env.ack,
                 }
-                .emit(m);
-                let rec = serde_json::json!({
-                    "origin": origin, "reason": e.reason.as_str(), "error": e.detail,
-                    "size": env.oversize.unwrap_or(env.payload.len()),
-                    "raw": String::from_utf8_lossy(&env.payload[..env.payload.len().min(64 * 1024)]),
-                });
-                let _ = writeln!(dead, "{rec}");
-                continue;
+            }
+            Ok(post) => {
+                // One rule set for the whole post, even if a reload swaps it meanwhile.
+                let rules = shared.rules.load();
+                matches.clear();
+                matcher.match_post(&rules, &post, &mut matches);
+                let alerts = if matches.is_empty() {
+                    Vec::new()
+                } else {
+                    let fired_at = alert::rfc3339(chrono::Utc::now());
+                    matches
+                        .iter()
+                        .map(|mm| {
+                            let r = &rules.rules[mm.rule];
+                            AlertRaised {
+                                rule: &r.id,
+                                category: &r.category,
+                                severity: r.severity.as_str(),
+                            }
+                            .emit(m);
+                            Arc::new(alert::build(&rules, mm, &post, Some(fired_at.clone()), Some(env.origin.clone())))
+                        })
+                        .collect()
+                };
+                drop(post);
+                Processed {
+                    alerts,
+                    dead: None,
+                    ingest: env.ingest,
+                    ack: env.ack,
+                }
             }
         };
-        let rules = shared.rules.load();
-        matches.clear();
-        matcher.match_post(&rules, &post, &mut matches);
-        let fired_at = alert::rfc3339(chrono::Utc::now());
-        let alerts: Vec<Arc<Alert>> = matches
-            .iter()
-            .map(|mm| {
-                let r = &rules.rules[mm.rule];
-                AlertRaised {
-                    rule: &r.id,
-                    category: &r.category,
-                    severity: r.severity.as_str(),
-                }
-                .emit(m);
-                Arc::new(alert::build(
-                    &rules,
-                    mm,
-                    &post,
-                    Some(fired_at.clone()),
-                    Some(env.origin.clone()),
-                ))
-            })
-            .collect();
         m.processing_seconds.observe(t.elapsed().as_secs_f64());
-        if tx
-            .blocking_send(Processed {
-                alerts,
-                ingest: env.ingest,
-            })
-            .is_err()
-        {
+        if tx.blocking_send(out).is_err() {
             break;
         }
     }
 }
 
+/// Hand each alert to every sink, and complete the source message once all of them
+/// accepted (or dead-lettered) every alert of it. Messages with alerts complete
+/// concurrently (bounded by `max_in_flight`); the source's offset tracking keeps
+/// commits contiguous.
 async fn route_loop(
     mut rx: mpsc::Receiver<Processed>,
-    sinks: Vec<(&'static str, mpsc::Sender<Delivery>)>,
+    sinks: Vec<SinkTx>,
+    dead: Arc<DecodeDeadLetters>,
     m: Metrics,
+    max_in_flight: usize,
 ) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     while let Some(p) = rx.recv().await {
+        if p.alerts.is_empty() && p.dead.is_none() {
+            if let Some(ack) = p.ack {
+                ack();
+            }
+            continue;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let mut waits = Vec::with_capacity(p.alerts.len() * sinks.len());
         for a in &p.alerts {
-            for (name, tx) in &sinks {
+            for s in &sinks {
                 let (done, wait) = oneshot::channel();
-                m.queue_depth.with_label_values(&[name]).inc();
-                let sent = tx
-                    .send(Delivery {
-                        alert: a.clone(),
-                        done,
-                    })
-                    .await
-                    .is_ok();
-                if sent {
-                    let _ = wait.await;
+                m.queue_depth.with_label_values(&[&s.name]).inc();
+                if s.tx.send(Delivery { alert: a.clone(), done }).await.is_ok() {
+                    waits.push((s.name.clone(), wait));
+                } else {
+                    m.queue_depth.with_label_values(&[&s.name]).dec();
                 }
-                m.queue_depth.with_label_values(&[name]).dec();
             }
         }
-        if let Ok(d) = SystemTime::now().duration_since(p.ingest) {
-            m.end_to_end_seconds.observe(d.as_secs_f64());
-        }
+        let (dead, m) = (dead.clone(), m.clone());
+        let has_alerts = !p.alerts.is_empty();
+        tokio::spawn(async move {
+            if let Some(d) = p.dead {
+                dead.write(d).await;
+            }
+            for (name, w) in waits {
+                let _ = w.await;
+                m.queue_depth.with_label_values(&[&name]).dec();
+            }
+            if has_alerts {
+                if let Ok(d) = SystemTime::now().duration_since(p.ingest) {
+                    m.end_to_end_seconds.observe(d.as_secs_f64());
+                }
+            }
+            if let Some(ack) = p.ack {
+                ack();
+            }
+            drop(permit);
+        });
     }
+    let _ = permits.acquire_many(max_in_flight as u32).await;
 }

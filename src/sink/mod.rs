@@ -6,6 +6,7 @@
 
 pub mod alertmanager;
 pub mod config;
+pub mod kafka;
 pub mod stdout;
 pub mod webhook;
 

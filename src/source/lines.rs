@@ -67,6 +67,7 @@ impl LinesInput {
                     line,
                 },
                 ingest: SystemTime::now(),
+                ack: None,
             };
             if tx.blocking_send(env).is_err() {
                 break; // the pipeline is shutting down
