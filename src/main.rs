@@ -89,6 +89,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Precision, recall and F1 per category on a labelled JSON-lines file, with
     /// every false positive and negative.
     Eval {
@@ -103,9 +108,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a configuration file (environment overrides applied);
+    /// exit 1 with the reason when it is not usable.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    attache::telemetry::init_logging(cli.log_json);
+    // `[log] json = true` in the config file also switches to JSON logs.
+    let json_from_config = match &cli.command {
+        Command::Run { config: Some(p), .. } => attache::config::Config::load(p).is_ok_and(|c| c.log.json),
+        _ => false,
+    };
+    attache::telemetry::init_logging(cli.log_json || json_from_config);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -270,6 +290,23 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match attache::config::Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "ok: input {}, rules {}, http {}",
+                    c.input.kind,
+                    c.rules.dir.display(),
+                    c.http.listen
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Eval {
             rules: dir,
             quiet,

@@ -12,17 +12,18 @@
 //! **Stage 1: per character** (a plain byte loop for runs of ASCII):
 //! 1. Remove format characters (general category Cf: ZWSP, ZWNJ, ZWJ, WJ, BOM, soft hyphen,
 //!    bidi marks and isolates, tag characters), variation selectors (U+FE00–FE0F,
-//!    U+E0100–E01EF), the Arabic tatweel U+0640, and the nine Arabic presentation forms
-//!    whose NFKC is only a tatweel plus harakat (U+FE71, FE77, FE79, FE7B, FE7D, FE7F,
-//!    FCF2–FCF4). These go *before* NFKC, so that what they separated is composed and
-//!    ordered as if they had never been there.
+//!    U+E0100–E01EF), the Arabic tatweel U+0640, Arabic harakat (U+064B–065F, U+0670), and
+//!    the nine Arabic presentation forms whose NFKC is only a tatweel plus harakat (U+FE71,
+//!    FE77, FE79, FE7B, FE7D, FE7F, FCF2–FCF4). These go *before* NFKC, so that what they
+//!    separated is composed and ordered as if they had never been there.
 //! 2. Unicode NFKC, applied per segment: a segment starts at a character that cannot interact
 //!    with anything before it (canonical combining class 0 and NFKC quick-check Yes) and runs
 //!    up to the next such character. Every output character of a segment maps to the whole
 //!    segment in the original.
 //! 3. On each NFKC output character:
-//!    - drop harakat (U+064B–065F, U+0670);
-//!    - Arabic letters: أ إ آ ٱ → ا, ى → ي, ی → ي, ئ → ي, ک → ك, ة → ه, ؤ → و;
+//!    - drop harakat that NFKC produced from presentation forms;
+//!    - Arabic letters: أ إ آ ٱ → ا, ى → ي, ی → ي, ئ → ي, ک → ك, ة → ه, ؤ → و, and the other
+//!      letters with hamza above to their base (ۀ → ە, ۂ → ہ, ۓ → ے);
 //!      Arabic-Indic and extended Arabic-Indic digits → ASCII digits;
 //!    - punctuation: ’ ‘ ‛ ʼ ′ \` → `'`; “ ” „ ‟ « » → `"`; ‐ ‑ ‒ – — ― − → `-`;
 //!    - whitespace: a line break (`\n`, `\r`, U+0085, U+2028, U+2029) becomes `\n`, any other
@@ -70,9 +71,10 @@
 //! - a `#` directly after a word character or after another `#` is not a hashtag
 //!   (`##Tag` stays `##tag`), and trailing underscores are not part of a hashtag body.
 //!
-//! Offsets are stored as `u32`; for inputs longer than 4 GiB they saturate.
+//! Offsets are stored in 31 bits; for inputs longer than 2 GiB they saturate.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use smallvec::SmallVec;
 use unicode_normalization::char::{
@@ -112,14 +114,14 @@ impl Normalized {
         let end = end.min(len);
         let start = start.min(end);
         if start < end {
-            let s = b.starts.get(start).copied().unwrap_or(0) as usize;
-            let e = b.ends.get(end - 1).copied().unwrap_or(0) as usize;
+            let s = b.span(start).0 as usize;
+            let e = b.span(end - 1).1 as usize;
             s..e.max(s)
         } else {
             let p = if start < len {
-                b.starts.get(start).copied().unwrap_or(0)
+                b.span(start).0
             } else {
-                b.ends.last().copied().unwrap_or(0)
+                b.last_end().unwrap_or(0)
             } as usize;
             p..p
         }
@@ -131,7 +133,7 @@ pub fn normalize_into(input: &str, out: &mut Normalized) {
     let Normalized { buf, tmp } = out;
     tmp.clear();
     tmp.reserve(input.len());
-    let has_cyrillic_or_greek = stage_fold(input, tmp);
+    let seen = stage_fold(input, tmp);
     if memchr::memchr(b'#', tmp.text.as_bytes()).is_some() {
         buf.clear();
         buf.reserve(tmp.text.len() + 8);
@@ -139,9 +141,13 @@ pub fn normalize_into(input: &str, out: &mut Normalized) {
         std::mem::swap(buf, tmp);
     }
     buf.clear();
-    buf.reserve(tmp.text.len());
-    stage_spacing(tmp, buf);
-    if has_cyrillic_or_greek {
+    let (changed, joined) = stage_spacing(tmp, buf);
+    if !changed {
+        std::mem::swap(buf, tmp);
+    }
+    // Only a word with letters of two scripts can change in stage 4; such a word either
+    // came out of stage 1 or was joined from spaced letters in stage 3.
+    if seen.mixed_word || (joined && seen.has_cyrillic_or_greek) {
         tmp.clear();
         if stage_confusables(buf, tmp) {
             std::mem::swap(buf, tmp);
@@ -162,38 +168,58 @@ pub fn normalize(input: &str) -> Normalized {
 #[derive(Debug, Clone, Default)]
 struct Buf {
     text: String,
-    starts: Vec<u32>,
-    ends: Vec<u32>,
-    /// Whether the char this byte belongs to was upper case before lowercasing.
-    upper: Vec<bool>,
+    /// One entry per byte of `text`.
+    map: Vec<Span>,
 }
 
-/// An original byte offset as stored (saturating past 4 GiB).
+/// The original byte range of the char a byte belongs to, and whether that char was upper
+/// case before lowercasing (the top bit of `start`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+const UPPER_BIT: u32 = 1 << 31;
+const OFFSET_MAX: u32 = UPPER_BIT - 1;
+
+impl Span {
+    fn new(start: u32, end: u32, upper: bool) -> Self {
+        Span {
+            start: start | if upper { UPPER_BIT } else { 0 },
+            end,
+        }
+    }
+    fn start(self) -> u32 {
+        self.start & OFFSET_MAX
+    }
+    fn upper(self) -> bool {
+        self.start & UPPER_BIT != 0
+    }
+}
+
+/// An original byte offset as stored (saturating past 2 GiB).
 fn off(x: usize) -> u32 {
-    u32::try_from(x).unwrap_or(u32::MAX)
+    u32::try_from(x).unwrap_or(OFFSET_MAX).min(OFFSET_MAX)
 }
 
 impl Buf {
     fn clear(&mut self) {
         self.text.clear();
-        self.starts.clear();
-        self.ends.clear();
-        self.upper.clear();
+        self.map.clear();
     }
 
     fn reserve(&mut self, n: usize) {
         self.text.reserve(n);
-        self.starts.reserve(n);
-        self.ends.reserve(n);
-        self.upper.reserve(n);
+        self.map.reserve(n);
     }
 
+    #[inline]
     fn push_char(&mut self, c: char, start: u32, end: u32, upper: bool) {
+        let span = Span::new(start, end, upper);
         self.text.push(c);
         for _ in 0..c.len_utf8() {
-            self.starts.push(start);
-            self.ends.push(end);
-            self.upper.push(upper);
+            self.map.push(span);
         }
     }
 
@@ -205,16 +231,15 @@ impl Buf {
             s.make_ascii_lowercase();
         }
         let n = run.len();
-        if let (Ok(b), Ok(_)) = (u32::try_from(base), u32::try_from(base + n + 1)) {
-            let e = b + n as u32;
-            self.starts.extend(b..e);
-            self.ends.extend(b + 1..e + 1);
+        if base + n < OFFSET_MAX as usize {
+            let b = base as u32;
+            self.map
+                .extend(run.bytes().zip(b..).map(|(c, x)| Span::new(x, x + 1, c.is_ascii_uppercase())));
         } else {
-            self.starts.extend((0..n).map(|k| off(base + k)));
-            self.ends.extend((0..n).map(|k| off(base + k + 1)));
+            self.map.extend(run.bytes().enumerate().map(|(k, c)| {
+                Span::new(off(base + k), off(base + k + 1), c.is_ascii_uppercase())
+            }));
         }
-        self.upper
-            .extend(run.bytes().map(|b| b.is_ascii_uppercase()));
     }
 
     /// Append bytes `a..b` of `src` (char boundaries) with their spans.
@@ -222,42 +247,42 @@ impl Buf {
         if a >= b {
             return;
         }
-        if let (Some(t), Some(s), Some(e), Some(u)) = (
-            src.text.get(a..b),
-            src.starts.get(a..b),
-            src.ends.get(a..b),
-            src.upper.get(a..b),
-        ) {
+        if let (Some(t), Some(m)) = (src.text.get(a..b), src.map.get(a..b)) {
             self.text.push_str(t);
-            self.starts.extend_from_slice(s);
-            self.ends.extend_from_slice(e);
-            self.upper.extend_from_slice(u);
+            self.map.extend_from_slice(m);
         } else {
             debug_assert!(false, "copy_from off char boundary");
         }
     }
 
     fn span(&self, p: usize) -> (u32, u32) {
-        (
-            self.starts.get(p).copied().unwrap_or(0),
-            self.ends.get(p).copied().unwrap_or(0),
-        )
+        self.map
+            .get(p)
+            .map_or((0, 0), |s| (s.start(), s.end))
     }
 
     fn upper_at(&self, p: usize) -> bool {
-        self.upper.get(p).copied().unwrap_or(false)
+        self.map.get(p).is_some_and(|s| s.upper())
+    }
+
+    fn last_end(&self) -> Option<u32> {
+        self.map.last().map(|s| s.end)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Character tables shared by the stages (and the reference implementation in the tests).
 
-/// Characters removed before NFKC: format characters (Cf), variation selectors, tatweel, and
-/// the presentation forms whose NFKC is a tatweel plus harakat only.
+/// Characters removed before NFKC (and again after it): format characters (Cf), variation
+/// selectors, tatweel, harakat, and the presentation forms whose NFKC is a tatweel plus harakat
+/// only. Harakat go before NFKC because a removed mark can otherwise unblock a composition
+/// (Hangul jamo, for one) that would only happen on a second pass.
 fn is_removable(c: char) -> bool {
     matches!(
         c as u32,
         0xAD | 0x600..=0x605
+            | 0x64B..=0x65F
+            | 0x670
             | 0x61C
             | 0x640
             | 0x6DD
@@ -289,11 +314,6 @@ fn is_removable(c: char) -> bool {
     )
 }
 
-/// Arabic harakat (short vowels, tanwin, shadda, sukun, hamza marks, superscript alef).
-fn is_harakat(c: char) -> bool {
-    matches!(c as u32, 0x64B..=0x65F | 0x670)
-}
-
 /// One-to-one folds applied after NFKC: Arabic letters and digits, punctuation variants.
 fn simple_map(c: char) -> Option<char> {
     Some(match c {
@@ -304,6 +324,10 @@ fn simple_map(c: char) -> Option<char> {
         '\u{0649}' | '\u{06CC}' | '\u{0626}' => '\u{064A}',
         '\u{06A9}' => '\u{0643}',
         '\u{0629}' => '\u{0647}',
+        // The other letters with hamza above: drop it, as for harakat.
+        '\u{06C0}' => '\u{06D5}',
+        '\u{06C2}' => '\u{06C1}',
+        '\u{06D3}' => '\u{06D2}',
         '\u{0624}' => '\u{0648}',
         '\u{0660}'..='\u{0669}' => char::from(b'0' + (c as u32 - 0x660) as u8),
         '\u{06F0}'..='\u{06F9}' => char::from(b'0' + (c as u32 - 0x6F0) as u8),
@@ -344,7 +368,7 @@ fn letter_script(c: char) -> Script {
         0x400..=0x52F | 0x1C80..=0x1C8F | 0xA640..=0xA69F => Script::Cyrillic,
         _ => return Script::Other,
     };
-    if c.is_alphabetic() && !is_combining_mark(c) {
+    if c.is_alphabetic() && !is_mark(c) {
         s
     } else {
         Script::Other
@@ -358,22 +382,27 @@ fn is_spacing_letter(c: char) -> bool {
     }
     matches!(c as u32, 0x600..=0x6FF | 0x750..=0x77F | 0x8A0..=0x8FF)
         && c.is_alphabetic()
-        && !is_combining_mark(c)
+        && !is_mark(c)
+}
+
+/// A combining mark (general category M).
+fn is_mark(c: char) -> bool {
+    !c.is_ascii() && is_combining_mark(c)
 }
 
 /// A character that belongs to a word for hashtag purposes.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || is_combining_mark(c)
+    c.is_alphanumeric() || c == '_' || is_mark(c)
 }
 
 /// A character that can start a hashtag body (after the `#`).
 fn is_body_start(c: char) -> bool {
-    c.is_alphanumeric() && !is_combining_mark(c)
+    c.is_alphanumeric() && !is_mark(c)
 }
 
 /// A character that belongs to a word for the look-alike stage.
 fn is_word_letter(c: char) -> bool {
-    c.is_alphabetic() || is_combining_mark(c)
+    c.is_alphabetic() || is_mark(c)
 }
 
 /// For a look-alike letter, the Latin letter it looks like. `upper` is whether the letter was
@@ -475,6 +504,192 @@ fn winner(counts: [u32; 3]) -> Option<Script> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Per-code-point cache. The Unicode property lookups behind the tables above cost tens of
+// nanoseconds each, so their results are computed once per code point, on first use, into a
+// static table of atomics (racing threads store the same value). Covers the BMP and the emoji
+// plane U+1F000–1FFFF; other code points are computed each time.
+
+/// The low 21 bits of an entry hold the folded char of an `I_SIMPLE` code point.
+const I_CHAR_MASK: u32 = 0x1F_FFFF;
+/// For `I_SIMPLE`: the folded char is a word letter ([`is_word_letter`]).
+const I_OUT_WORD: u32 = 1 << 21;
+/// [`is_safe_start`].
+const I_SAFE: u32 = 1 << 22;
+/// NFKC leaves the char alone and [`fold_char`] turns it into exactly the char in the low bits,
+/// whatever the state.
+const I_SIMPLE: u32 = 1 << 23;
+/// For `I_SIMPLE`: the upper-case flag of the output.
+const I_UPPER: u32 = 1 << 24;
+/// For `I_SIMPLE`: [`letter_script`] of the folded char, in two bits.
+const I_OUT_SCRIPT_SHIFT: u32 = 25;
+/// [`is_removable`].
+const I_REMOVABLE: u32 = 1 << 27;
+/// [`is_word_letter`].
+const I_WORD_LETTER: u32 = 1 << 28;
+/// [`is_spacing_letter`].
+const I_SPACING: u32 = 1 << 29;
+/// [`letter_script`], in the top two bits. A computed entry is never 0: a Latin char (script
+/// 0) is a letter, so it has `I_WORD_LETTER`.
+const I_SCRIPT_SHIFT: u32 = 30;
+
+const CACHE_LEN: usize = 0x11000;
+static CACHE: [AtomicU32; CACHE_LEN] = [const { AtomicU32::new(0) }; CACHE_LEN];
+
+fn compute_info(c: char) -> u32 {
+    let mut v = (letter_script(c) as u32) << I_SCRIPT_SHIFT;
+    if is_safe_start(c) {
+        v |= I_SAFE;
+    }
+    if is_removable(c) {
+        v |= I_REMOVABLE;
+    }
+    if is_word_letter(c) {
+        v |= I_WORD_LETTER;
+    }
+    if is_spacing_letter(c) {
+        v |= I_SPACING;
+    }
+    if !is_removable(c)
+        && !is_mark(c)
+        && (c.is_ascii() || is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes)
+    {
+        let fold_with = |after_lgc| {
+            let mut st = FoldState {
+                after_lgc,
+                has_cyrillic_or_greek: false,
+            };
+            let mut out = Folded::new();
+            fold_char(c, &mut st, &mut out);
+            (out, st)
+        };
+        let (o0, s0) = fold_with(false);
+        let (o1, s1) = fold_with(true);
+        if let [(f, up)] = o0[..] {
+            let fs = letter_script(f);
+            let consistent = s0.after_lgc == (fs != Script::Other)
+                && s0.has_cyrillic_or_greek == matches!(fs, Script::Cyrillic | Script::Greek);
+            if o0 == o1 && s0.after_lgc == s1.after_lgc && consistent {
+                v |= I_SIMPLE | f as u32 | ((fs as u32) << I_OUT_SCRIPT_SHIFT);
+                if up {
+                    v |= I_UPPER;
+                }
+                if is_word_letter(f) {
+                    v |= I_OUT_WORD;
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The cache entry of `c`.
+fn info(c: char) -> u32 {
+    let cp = c as u32;
+    let idx = if cp < 0x10000 {
+        cp
+    } else if (0x1F000..=0x1FFFF).contains(&cp) {
+        cp - 0x1F000 + 0x10000
+    } else {
+        return compute_info(c);
+    };
+    let Some(slot) = CACHE.get(idx as usize) else {
+        return compute_info(c);
+    };
+    let v = slot.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
+    let v = compute_info(c);
+    slot.store(v, Ordering::Relaxed);
+    v
+}
+
+/// [`letter_script`], cached.
+fn script_of(c: char) -> Script {
+    if c.is_ascii() {
+        return if c.is_ascii_alphabetic() {
+            Script::Latin
+        } else {
+            Script::Other
+        };
+    }
+    script_bits(info(c) >> I_SCRIPT_SHIFT)
+}
+
+fn script_bits(b: u32) -> Script {
+    match b & 3 {
+        0 => Script::Latin,
+        1 => Script::Cyrillic,
+        2 => Script::Greek,
+        _ => Script::Other,
+    }
+}
+
+/// [`is_word_letter`] and [`letter_script`], cached.
+fn letter_props(c: char) -> (bool, Script) {
+    if c.is_ascii() {
+        return if c.is_ascii_alphabetic() {
+            (true, Script::Latin)
+        } else {
+            (false, Script::Other)
+        };
+    }
+    let v = info(c);
+    (v & I_WORD_LETTER != 0, script_bits(v >> I_SCRIPT_SHIFT))
+}
+
+/// [`is_spacing_letter`], cached.
+fn spacing_letter(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_alphabetic()
+    } else {
+        info(c) & I_SPACING != 0
+    }
+}
+
+// Eight bytes at a time, in safe code.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+fn word_at(t: &[u8], p: usize) -> Option<u64> {
+    t.get(p..p.checked_add(8)?)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_le_bytes)
+}
+
+/// The high bit of each byte of `v` that equals `b`.
+fn eq_mask(v: u64, b: u8) -> u64 {
+    let x = v ^ (LO * u64::from(b));
+    !(((x & !HI) + !HI) | x) & HI
+}
+
+/// The high bit of each byte of `v` that is below `n` (1 <= n <= 0x80).
+fn lt_mask(v: u64, n: u8) -> u64 {
+    !(((v & !HI) + LO * u64::from(0x80 - n)) | v) & HI
+}
+
+/// The end of the run of plain ASCII bytes starting at `p`.
+fn plain_ascii_end(t: &[u8], mut p: usize) -> usize {
+    while let Some(v) = word_at(t, p) {
+        let m = (v & HI) | lt_mask(v, 0x0E) | eq_mask(v, b'`');
+        if m == 0 {
+            p += 8;
+            continue;
+        }
+        p += (m.trailing_zeros() / 8) as usize;
+        if !t.get(p).is_some_and(|&b| is_plain_ascii(b)) {
+            return p;
+        }
+        p += 1;
+    }
+    while t.get(p).is_some_and(|&b| is_plain_ascii(b)) {
+        p += 1;
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
 // Stage 1: per-character folding.
 
 #[derive(Clone, Copy, Default)]
@@ -533,10 +748,10 @@ fn fold_char(c: char, st: &mut FoldState, out: &mut Folded) {
         st.after_lgc = b.is_ascii_alphabetic();
         return;
     }
-    if is_removable(c) || is_harakat(c) {
+    if is_removable(c) {
         return;
     }
-    if is_combining_mark(c) {
+    if is_mark(c) {
         if !st.after_lgc {
             out.push((c, false));
         }
@@ -588,7 +803,7 @@ fn fold_char(c: char, st: &mut FoldState, out: &mut Folded) {
             out.push((l, up));
         } else {
             decompose_canonical(l, |d| {
-                if !is_combining_mark(d) {
+                if !is_mark(d) {
                     out.push((d, up));
                 }
             });
@@ -614,24 +829,127 @@ fn next_char(s: &str, i: usize) -> Option<char> {
     s.get(i..).and_then(|t| t.chars().next())
 }
 
-/// Stage 1: fold `input` into `dst`. Returns whether any Cyrillic or Greek letter came out.
-fn stage_fold(input: &str, dst: &mut Buf) -> bool {
+/// Decode the char starting at byte `i` of valid UTF-8 (`i` on a char boundary).
+#[inline]
+fn decode_at(bytes: &[u8], i: usize) -> Option<(char, usize)> {
+    let b0 = *bytes.get(i)?;
+    if b0 < 0x80 {
+        return Some((char::from(b0), 1));
+    }
+    let (len, mut cp) = if b0 < 0xE0 {
+        (2, u32::from(b0 & 0x1F))
+    } else if b0 < 0xF0 {
+        (3, u32::from(b0 & 0x0F))
+    } else {
+        (4, u32::from(b0 & 0x07))
+    };
+    for k in 1..len {
+        cp = (cp << 6) | u32::from(*bytes.get(i + k)? & 0x3F);
+    }
+    char::from_u32(cp).map(|c| (c, len))
+}
+
+/// The scripts of the letters in the current word, to spot words that mix Latin, Cyrillic and
+/// Greek (only those can change in stage 4).
+#[derive(Default)]
+struct WordScripts {
+    mask: u8,
+    mixed: bool,
+}
+
+impl WordScripts {
+    #[inline]
+    fn add(&mut self, is_word_letter: bool, s: Script) {
+        if !is_word_letter {
+            self.mask = 0;
+        } else if s != Script::Other {
+            self.mask |= 1 << s as u8;
+            self.mixed |= self.mask & (self.mask - 1) != 0;
+        }
+    }
+}
+
+/// Stage 1 fast path: the run, from byte `i`, of non-ASCII chars that fold to themselves and
+/// are each a segment of their own. Appends it to `dst` and returns its end (`i` when empty).
+fn same_run(input: &str, i: usize, dst: &mut Buf, st: &mut FoldState, words: &mut WordScripts) -> usize {
+    const MASK: u32 = I_SIMPLE | I_SAFE | I_UPPER | I_REMOVABLE;
+    let bytes = input.as_bytes();
+    let mut k = i;
+    let mut scripts = 0u32;
+    let mut last_len = 0;
+    let mut last_lgc = false;
+    loop {
+        let (c, l) = match (bytes.get(k), bytes.get(k + 1)) {
+            (Some(&b0), Some(&b1)) if (0xC2..0xE0).contains(&b0) => {
+                let cp = ((u32::from(b0) & 0x1F) << 6) | (u32::from(b1) & 0x3F);
+                match char::from_u32(cp) {
+                    Some(c) => (c, 2),
+                    None => break,
+                }
+            }
+            (Some(&b0), _) if b0 >= 0xE0 => match decode_at(bytes, k) {
+                Some(d) => d,
+                None => break,
+            },
+            _ => break,
+        };
+        let v = info(c);
+        if v & MASK != (I_SIMPLE | I_SAFE) || v & I_CHAR_MASK != c as u32 {
+            break;
+        }
+        let span = Span::new(off(k), off(k + l), false);
+        dst.map.extend(std::iter::repeat_n(span, l));
+        let sc = (v >> I_OUT_SCRIPT_SHIFT) & 3;
+        scripts |= 1 << sc;
+        words.add(v & I_OUT_WORD != 0, script_bits(sc));
+        last_lgc = sc != Script::Other as u32;
+        k += l;
+        last_len = l;
+    }
+    if k == i {
+        return i;
+    }
+    // The char after the run must be a safe start; if not, the run's last char is the start of
+    // its segment and goes through the general path (counting it twice in `words` is harmless).
+    let next_ok = match bytes.get(k) {
+        Some(&b) if b >= 0x80 => decode_at(bytes, k).is_none_or(|(c, _)| {
+            let v = info(c);
+            v & I_SAFE != 0 && v & I_REMOVABLE == 0
+        }),
+        _ => true,
+    };
+    if !next_ok {
+        k -= last_len;
+        dst.map.truncate(dst.map.len() - last_len);
+    }
+    dst.text.push_str(input.get(i..k).unwrap_or_default());
+    st.after_lgc = last_lgc;
+    st.has_cyrillic_or_greek |= scripts & 0b0110 != 0;
+    k
+}
+
+/// What stage 1 saw.
+struct FoldOutcome {
+    has_cyrillic_or_greek: bool,
+    mixed_word: bool,
+}
+
+/// Stage 1: fold `input` into `dst`.
+fn stage_fold(input: &str, dst: &mut Buf) -> FoldOutcome {
     let bytes = input.as_bytes();
     let n = bytes.len();
     let mut st = FoldState::default();
+    let mut words = WordScripts::default();
     let mut seg: SmallVec<[char; 8]> = SmallVec::new();
     let mut folded = Folded::new();
+    // The char at `peek.0`, already decoded and looked up.
+    let mut peek: Option<(usize, char, u32)> = None;
     let mut i = 0;
     while i < n {
         // Bulk path: a run of plain ASCII. Its last char is held back when a non-ASCII char
         // follows, since a combining mark there must be normalised together with it.
-        let rest = bytes.get(i..).unwrap_or_default();
-        let run = rest
-            .iter()
-            .position(|&b| !is_plain_ascii(b))
-            .unwrap_or(rest.len());
-        if run > 0 {
-            let mut end = i + run;
+        if bytes.get(i).is_some_and(|&b| b < 0x80) {
+            let mut end = plain_ascii_end(bytes, i);
             if end < n && bytes.get(end).is_some_and(|&b| b >= 0x80) {
                 end -= 1;
             }
@@ -639,43 +957,88 @@ fn stage_fold(input: &str, dst: &mut Buf) -> bool {
                 if let Some(s) = input.get(i..end) {
                     dst.push_ascii(s, i);
                 }
-                st.after_lgc = bytes.get(end - 1).is_some_and(|b| b.is_ascii_alphabetic());
+                if bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+                    words.add(true, Script::Latin);
+                }
+                let last_alpha = bytes.get(end - 1).is_some_and(u8::is_ascii_alphabetic);
+                words.mask = if last_alpha { 1 << Script::Latin as u8 } else { 0 };
+                st.after_lgc = last_alpha;
                 i = end;
+                continue;
             }
         }
-        let Some(c0) = next_char(input, i) else {
-            break;
+        if bytes.get(i).is_some_and(|&b| b >= 0xC2) {
+            let e = same_run(input, i, dst, &mut st, &mut words);
+            if e > i {
+                i = e;
+                continue;
+            }
+        }
+        let (c0, l0, v0) = match peek.take() {
+            Some((at, c, v)) if at == i => (c, c.len_utf8(), v),
+            _ => match decode_at(bytes, i) {
+                Some((c, l)) => (c, l, info(c)),
+                None => break,
+            },
         };
-        let l0 = c0.len_utf8();
-        if is_removable(c0) {
+        if v0 & I_REMOVABLE != 0 {
             i += l0;
             continue;
+        }
+        // A simple char that is a segment of its own (the char after it is a safe start).
+        if v0 & I_SIMPLE != 0 {
+            let k = i + l0;
+            let next = match bytes.get(k) {
+                Some(&b) if b >= 0x80 => decode_at(bytes, k).map(|(c2, _)| (c2, info(c2))),
+                _ => None,
+            };
+            let alone = next.is_none_or(|(_, v2)| v2 & I_SAFE != 0 && v2 & I_REMOVABLE == 0);
+            if let Some((c2, v2)) = next {
+                peek = Some((k, c2, v2));
+            }
+            if alone {
+                let fc = char::from_u32(v0 & I_CHAR_MASK).unwrap_or(c0);
+                dst.push_char(fc, off(i), off(k), v0 & I_UPPER != 0);
+                let out_script = script_bits(v0 >> I_OUT_SCRIPT_SHIFT);
+                st.after_lgc = out_script != Script::Other;
+                st.has_cyrillic_or_greek |= matches!(out_script, Script::Cyrillic | Script::Greek);
+                words.add(v0 & I_OUT_WORD != 0, out_script);
+                i = k;
+                continue;
+            }
         }
         // One NFKC segment: c0 and every following char that is not a safe start.
         seg.clear();
         seg.push(c0);
         let mut seg_end = i + l0;
         let mut j = seg_end;
-        while let Some(c) = next_char(input, j) {
-            if is_removable(c) {
-                j += c.len_utf8();
+        while let Some((c, l)) = decode_at(bytes, j) {
+            let v = info(c);
+            if v & I_REMOVABLE != 0 {
+                j += l;
                 continue;
             }
-            if is_safe_start(c) {
+            if v & I_SAFE != 0 {
+                peek = Some((j, c, v));
                 break;
             }
             seg.push(c);
-            j += c.len_utf8();
+            j += l;
             seg_end = j;
         }
         fold_segment(&seg, &mut st, &mut folded);
         let (s, e) = (off(i), off(seg_end));
         for &(c, up) in &folded {
             dst.push_char(c, s, e, up);
+            let (w, sc) = letter_props(c);
+            words.add(w, sc);
         }
         i = j;
     }
-    st.has_cyrillic_or_greek
+    FoldOutcome {
+        has_cyrillic_or_greek: st.has_cyrillic_or_greek,
+        mixed_word: words.mixed,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,7 +1096,7 @@ fn stage_hashtags(src: &Buf, dst: &mut Buf) {
                 if is_lower(pc, pup) || ((pup || pc.is_numeric()) && next_lower) {
                     // Empty at the boundary; inside one NFKC segment, that whole segment.
                     let (s, _) = src.span(p);
-                    let e = dst.ends.last().copied().unwrap_or(s).max(s);
+                    let e = dst.last_end().unwrap_or(s).max(s);
                     dst.push_char(' ', s, e, false);
                 }
             }
@@ -759,7 +1122,7 @@ fn is_single_token(src: &Buf, a: usize, b: usize) -> bool {
     match b - a {
         1 => src.text.as_bytes().get(a).is_some_and(u8::is_ascii_alphabetic),
         2..=4 => {
-            next_char(&src.text, a).is_some_and(|c| c.len_utf8() == b - a && is_spacing_letter(c))
+            next_char(&src.text, a).is_some_and(|c| c.len_utf8() == b - a && spacing_letter(c))
         }
         _ => false,
     }
@@ -773,6 +1136,13 @@ fn skip_ws(t: &[u8], mut p: usize) -> usize {
 }
 
 fn skip_token(t: &[u8], mut p: usize) -> usize {
+    while let Some(v) = word_at(t, p) {
+        let m = eq_mask(v, b' ') | eq_mask(v, b'\n');
+        if m != 0 {
+            return p + (m.trailing_zeros() / 8) as usize;
+        }
+        p += 8;
+    }
     while t.get(p).is_some_and(|&b| !is_ws(b)) {
         p += 1;
     }
@@ -841,18 +1211,25 @@ fn spaced_run(src: &Buf, dst: &mut Buf, start: usize, copied: &mut usize) -> Opt
     Some(q)
 }
 
-fn stage_spacing(src: &Buf, dst: &mut Buf) {
+/// Stage 3. Returns whether the text changed (when it did not, `dst` is left empty) and
+/// whether letter spacing joined anything.
+fn stage_spacing(src: &Buf, dst: &mut Buf) -> (bool, bool) {
     let t = src.text.as_bytes();
     let n = t.len();
     let mut p = skip_ws(t, 0);
     let mut copied = p;
     let mut last_end = p;
+    let mut joined = false;
     while p < n {
         let tok_start = p;
         p = skip_token(t, p);
-        if p - tok_start <= 4 && is_single_token(src, tok_start, p) {
+        let tl = p - tok_start;
+        if (tl == 1 || (tl <= 4 && t.get(tok_start).is_some_and(|&b| b >= 0xC0)))
+            && is_single_token(src, tok_start, p)
+        {
             if let Some(e) = spaced_run(src, dst, tok_start, &mut copied) {
                 p = e;
+                joined = true;
             }
         }
         last_end = p;
@@ -874,7 +1251,11 @@ fn stage_spacing(src: &Buf, dst: &mut Buf) {
         );
         copied = p;
     }
+    if copied == 0 && last_end == n && dst.text.is_empty() {
+        return (false, joined);
+    }
     dst.copy_from(src, copied, last_end);
+    (true, joined)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -888,24 +1269,36 @@ fn stage_confusables(src: &Buf, dst: &mut Buf) -> bool {
     let mut copied = 0;
     let mut it = text.char_indices().peekable();
     while let Some(&(ws, c)) = it.peek() {
-        if !is_word_letter(c) {
+        if !letter_props(c).0 {
             it.next();
             continue;
         }
-        let mut counts = [0u32; 3];
-        let mut lookalike = [false; 3];
+        // Scripts seen in the word; only a word with letters of two or more can change.
+        let mut seen = 0u8;
         let mut we = ws;
         while let Some(&(p, c)) = it.peek() {
-            if !is_word_letter(c) {
+            let (is_letter, s) = letter_props(c);
+            if !is_letter {
                 break;
             }
             it.next();
             we = p + c.len_utf8();
-            let s = letter_script(c);
+            if s != Script::Other {
+                seen |= 1 << s as u8;
+            }
+        }
+        if seen.count_ones() < 2 {
+            continue;
+        }
+        let word = text.get(ws..we).unwrap_or_default();
+        let mut counts = [0u32; 3];
+        let mut lookalike = [false; 3];
+        for (k, c) in word.char_indices() {
+            let s = script_of(c);
             if s == Script::Other {
                 continue;
             }
-            if skeleton(c, src.upper_at(p)).is_some() {
+            if skeleton(c, src.upper_at(ws + k)).is_some() {
                 lookalike[s as usize] = true;
             } else {
                 counts[s as usize] += 1;
@@ -923,10 +1316,10 @@ fn stage_confusables(src: &Buf, dst: &mut Buf) -> bool {
             changed = true;
         }
         dst.copy_from(src, copied, ws);
-        for (k, c) in text.get(ws..we).unwrap_or_default().char_indices() {
+        for (k, c) in word.char_indices() {
             let p = ws + k;
             let up = src.upper_at(p);
-            let s = letter_script(c);
+            let s = script_of(c);
             let mapped = if s != Script::Other && s != w {
                 skeleton(c, up).and_then(|sk| lookalike_in(sk, w))
             } else {
@@ -964,7 +1357,7 @@ mod tests {
         let mut a: Vec<(char, bool)> = Vec::new();
         let mut after_lgc = false;
         for c in pre.nfkc() {
-            if is_removable(c) || is_harakat(c) {
+            if is_removable(c) {
                 continue;
             }
             if is_combining_mark(c) {

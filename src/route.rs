@@ -61,8 +61,7 @@ pub struct Route {
 impl Route {
     /// Whether every filter of this route matches the alert.
     pub fn matches(&self, alert: &Alert) -> bool {
-        let category = self.categories.is_empty()
-            || self.categories.iter().any(|c| *c == alert.rule.category);
+        let category = self.categories.is_empty() || self.categories.contains(&alert.rule.category);
         let severity = match self.min_severity {
             None => true,
             Some(min) => Severity::parse(&alert.rule.severity).is_some_and(|s| s >= min),
@@ -383,6 +382,7 @@ mod tests {
     const T0: &str = "2018-08-05T12:00:00Z";
 
     /// (name, route, alert, matches)
+    #[rustfmt::skip]
     #[test]
     fn route_filters() {
         let png = || alert("persona_non_grata", "high", Some("SA"), &["CA", "DE"], T0);
@@ -409,13 +409,15 @@ mod tests {
         }
     }
 
+    #[rustfmt::skip]
     #[test]
     fn first_match_and_continue() {
         let classes = vec![SinkClass::Notification; 4];
         let png = alert("persona_non_grata", "high", Some("SA"), &["CA"], T0);
         let sanc = alert("sanctions", "low", Some("US"), &["IR"], T0);
         // (name, routes, alert, expected sinks, expected routes)
-        let cases: Vec<(&str, Vec<Route>, &Alert, Vec<usize>, Vec<usize>)> = vec![
+        type Case<'a> = (&'a str, Vec<Route>, &'a Alert, Vec<usize>, Vec<usize>);
+        let cases: Vec<Case> = vec![
             ("no routes: every sink", vec![], &png, vec![0, 1, 2, 3], vec![]),
             ("first match wins",
                 vec![route(&["persona_non_grata"], None, &[], &[], &[1], false), route(&[], None, &[], &[], &[2], false)],
@@ -451,10 +453,16 @@ mod tests {
     fn event_time_falls_back() {
         let now: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
         let mut a = alert("c", "high", None, &[], "2018-08-05T12:00:00+02:00");
-        assert_eq!(event_time(&a, now).to_rfc3339(), "2018-08-05T10:00:00+00:00");
+        assert_eq!(
+            event_time(&a, now).to_rfc3339(),
+            "2018-08-05T10:00:00+00:00"
+        );
         a.post.created_at = Some("yesterday".into());
         a.fired_at = Some("2020-01-01T00:00:00Z".into());
-        assert_eq!(event_time(&a, now).to_rfc3339(), "2020-01-01T00:00:00+00:00");
+        assert_eq!(
+            event_time(&a, now).to_rfc3339(),
+            "2020-01-01T00:00:00+00:00"
+        );
         a.fired_at = None;
         assert_eq!(event_time(&a, now), now);
     }
@@ -469,10 +477,12 @@ mod tests {
     }
 
     /// (name, window ms, events (key, t ms), expected verdicts)
+    #[rustfmt::skip]
     #[test]
     fn dedup_table() {
         use Verdict::{Send as S, Suppress as X};
-        let cases: Vec<(&str, u64, Vec<(u8, i64)>, Vec<Verdict>)> = vec![
+        type Case<'a> = (&'a str, u64, Vec<(u8, i64)>, Vec<Verdict>);
+        let cases: Vec<Case> = vec![
             ("same key within window", 1000, vec![(0, 0), (0, 500), (0, 1000)], vec![S, X, X]),
             ("window is measured from the last send", 1000, vec![(0, 0), (0, 900), (0, 1800), (0, 2100)], vec![S, X, S, X]),
             ("other keys are independent", 1000, vec![(0, 0), (1, 10), (0, 20), (1, 30)], vec![S, S, X, X]),
@@ -493,18 +503,36 @@ mod tests {
         let routes = vec![];
         let r = Router::new(
             routes,
-            vec![SinkClass::Notification, SinkClass::Notification, SinkClass::Archive],
+            vec![
+                SinkClass::Notification,
+                SinkClass::Notification,
+                SinkClass::Archive,
+            ],
         );
         let mut d = Dedup::new(Duration::from_secs(3600), 100);
         let now = Utc::now();
         let a = alert("c", "high", Some("SA"), &["CA"], T0);
-        let first: Vec<Verdict> = r.decide(&a, &mut d, now).iter().map(|x| x.verdict).collect();
+        let first: Vec<Verdict> = r
+            .decide(&a, &mut d, now)
+            .iter()
+            .map(|x| x.verdict)
+            .collect();
         assert_eq!(first, vec![Verdict::Send; 3]);
-        let again: Vec<Verdict> = r.decide(&a, &mut d, now).iter().map(|x| x.verdict).collect();
-        assert_eq!(again, vec![Verdict::Suppress, Verdict::Suppress, Verdict::Send]);
+        let again: Vec<Verdict> = r
+            .decide(&a, &mut d, now)
+            .iter()
+            .map(|x| x.verdict)
+            .collect();
+        assert_eq!(
+            again,
+            vec![Verdict::Suppress, Verdict::Suppress, Verdict::Send]
+        );
         // A different first target is a different key.
         let b = alert("c", "high", Some("SA"), &["DE", "CA"], T0);
-        assert!(r.decide(&b, &mut d, now).iter().all(|x| x.verdict == Verdict::Send));
+        assert!(r
+            .decide(&b, &mut d, now)
+            .iter()
+            .all(|x| x.verdict == Verdict::Send));
     }
 
     #[test]

@@ -482,6 +482,17 @@ impl Matcher {
     /// The exception instance that suppresses `inst` within `scope`, if any.
     fn kills<'e>(&mut self, inst: &Inst, exc: &'e [Inst], scope: Scope) -> Option<&'e Inst> {
         for e in exc {
+            // A piece of the evidence itself is no exception: the `non` inside `persona
+            // non grata` does not negate it. (The same occurrence may be shared, and a
+            // longer exception term around the evidence, `we recall that`, counts.)
+            let inside = e.iter().any(|b| {
+                inst.iter().any(|a| {
+                    a.field == b.field && a.start <= b.start && b.end <= a.end && (a.start, a.end) != (b.start, b.end)
+                })
+            });
+            if inside {
+                continue;
+            }
             if e.is_empty() || scope == Scope::Post {
                 return Some(e);
             }
@@ -757,10 +768,19 @@ fn combine(lists: &[Vec<Inst>], ok: impl Fn(&[usize]) -> bool) -> Vec<Inst> {
     }
 }
 
-/// `near`: one instance per child, all in one field and one sentence, and (with
-/// `within`) at most `n` tokens between them. Windows never cross a sentence break.
+/// `near`: one instance per child, all in one field and one sentence, not overlapping
+/// one another (the `non` inside `persona non grata` is not a negation near it), and
+/// (with `within`) at most `n` tokens between them. Windows never cross a sentence break.
 fn near_combine(lists: &[Vec<Inst>], spans: &[Vec<Span>], within: Option<u32>) -> Vec<Inst> {
     combine(lists, |idx| {
+        for (a, &i) in idx.iter().enumerate() {
+            for (b, &j) in idx.iter().enumerate().skip(a + 1) {
+                let (x, y) = (spans[a][i], spans[b][j]);
+                if x.field == y.field && x.lo < y.hi && y.lo < x.hi {
+                    return false;
+                }
+            }
+        }
         let first = spans[0][idx[0]];
         let (mut max_lo, mut min_hi) = (first.lo, first.hi);
         let (mut s_lo, mut s_hi) = (first.sent_lo, first.sent_hi);

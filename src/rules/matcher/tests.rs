@@ -438,7 +438,7 @@ mod properties {
             for (i, (x, si)) in toks.iter().enumerate() {
                 for (j, (y, sj)) in toks.iter().enumerate() {
                     let between = (i.max(j) as i64) - (i.min(j) as i64) - 1;
-                    if x == WORDS[a] && y == WORDS[b] && si == sj && between <= n as i64 {
+                    if i != j && x == WORDS[a] && y == WORDS[b] && si == sj && between <= n as i64 {
                         want = true;
                     }
                 }
