@@ -185,10 +185,6 @@ pub struct PipelineConfig {
     /// Messages with alerts waiting for their sinks at once (then the source pauses).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// JSON-lines file for undecodable messages when no Kafka dead-letter topic is
-    /// configured; stderr when unset.
-    #[serde(default)]
-    pub dead_letter_file: Option<PathBuf>,
 }
 
 impl Default for PipelineConfig {
@@ -196,7 +192,6 @@ impl Default for PipelineConfig {
         Self {
             channel_capacity: default_channel_capacity(),
             max_in_flight: default_max_in_flight(),
-            dead_letter_file: None,
         }
     }
 }
@@ -344,6 +339,20 @@ pub struct Config {
     /// Kafka (with `input.kind = "kafka"`, or for the alerts topic).
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Notification and archive sinks (`[[sinks]]`), see `docs/webhooks.md`.
+    #[serde(default)]
+    pub sinks: Vec<crate::sink::config::RawSink>,
+    /// Routes choosing sinks per alert (`[[routes]]`); none = every alert to every sink.
+    #[serde(default)]
+    pub routes: Vec<crate::sink::config::RawRoute>,
+    /// Realert window of notification sinks.
+    #[serde(default)]
+    pub dedup: crate::sink::config::RawDedup,
+    /// Dead-letter file for alerts a sink gave up on (and for undecodable posts when
+    /// there is no Kafka dead-letter topic). Without this section: `dead-letters.jsonl`
+    /// for deliveries, stderr for undecodable posts.
+    #[serde(default)]
+    pub dead_letter: Option<crate::sink::config::RawDeadLetter>,
     /// Where the file was read from (`None` for the embedded default).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -457,6 +466,14 @@ impl Config {
         if self.pipeline.channel_capacity == 0 {
             return Err(bad("pipeline.channel_capacity must be > 0".into()));
         }
+        crate::sink::config::validate(
+            &self.sinks,
+            &self.routes,
+            &self.dedup,
+            &self.dead_letter.clone().unwrap_or_default(),
+            |k| std::env::var(k).ok(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
         let addr: std::net::SocketAddr = self
             .http
             .listen

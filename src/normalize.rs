@@ -137,7 +137,7 @@ pub fn normalize_into(input: &str, out: &mut Normalized) {
     if memchr::memchr(b'#', tmp.text.as_bytes()).is_some() {
         buf.clear();
         buf.reserve(tmp.text.len() + 8);
-        stage_hashtags(tmp, buf);
+        stage_hashtags(tmp, buf, input.as_bytes());
         std::mem::swap(buf, tmp);
     }
     buf.clear();
@@ -223,7 +223,8 @@ impl Buf {
         }
     }
 
-    /// Append an ASCII run of the original starting at byte `base`, lowercased.
+    /// Append an ASCII run of the original starting at byte `base`, lowercased. The upper-case
+    /// bit is left clear: for a one-byte span the original byte tells (see [`Buf::upper_at`]).
     fn push_ascii(&mut self, run: &str, base: usize) {
         let at = self.text.len();
         self.text.push_str(run);
@@ -234,11 +235,10 @@ impl Buf {
         if base + n < OFFSET_MAX as usize {
             let b = base as u32;
             self.map
-                .extend(run.bytes().zip(b..).map(|(c, x)| Span::new(x, x + 1, c.is_ascii_uppercase())));
+                .extend((b..b + n as u32).map(|x| Span { start: x, end: x + 1 }));
         } else {
-            self.map.extend(run.bytes().enumerate().map(|(k, c)| {
-                Span::new(off(base + k), off(base + k + 1), c.is_ascii_uppercase())
-            }));
+            self.map
+                .extend((0..n).map(|k| Span::new(off(base + k), off(base + k + 1), false)));
         }
     }
 
@@ -261,8 +261,15 @@ impl Buf {
             .map_or((0, 0), |s| (s.start(), s.end))
     }
 
-    fn upper_at(&self, p: usize) -> bool {
-        self.map.get(p).is_some_and(|s| s.upper())
+    /// Whether the char at `p` was upper case in `original`, the text the spans refer to.
+    fn upper_at(&self, p: usize, original: &[u8]) -> bool {
+        self.map.get(p).is_some_and(|s| {
+            s.upper()
+                || (s.end == s.start() + 1
+                    && original
+                        .get(s.start() as usize)
+                        .is_some_and(u8::is_ascii_uppercase))
+        })
     }
 
     fn last_end(&self) -> Option<u32> {
@@ -392,7 +399,11 @@ fn is_mark(c: char) -> bool {
 
 /// A character that belongs to a word for hashtag purposes.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || is_mark(c)
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric() || c == '_'
+    } else {
+        c.is_alphanumeric() || is_mark(c)
+    }
 }
 
 /// A character that can start a hashtag body (after the `#`).
@@ -871,13 +882,20 @@ impl WordScripts {
 
 /// Stage 1 fast path: the run, from byte `i`, of non-ASCII chars that fold to themselves and
 /// are each a segment of their own. Appends it to `dst` and returns its end (`i` when empty).
-fn same_run(input: &str, i: usize, dst: &mut Buf, st: &mut FoldState, words: &mut WordScripts) -> usize {
+fn same_run(
+    input: &str,
+    i: usize,
+    dst: &mut Buf,
+    st: &mut FoldState,
+    words: &mut WordScripts,
+) -> usize {
     const MASK: u32 = I_SIMPLE | I_SAFE | I_UPPER | I_REMOVABLE;
     let bytes = input.as_bytes();
     let mut k = i;
     let mut scripts = 0u32;
     let mut last_len = 0;
     let mut last_lgc = false;
+    // First find the run, then write it out in bulk.
     loop {
         let (c, l) = match (bytes.get(k), bytes.get(k + 1)) {
             (Some(&b0), Some(&b1)) if (0xC2..0xE0).contains(&b0) => {
@@ -897,8 +915,6 @@ fn same_run(input: &str, i: usize, dst: &mut Buf, st: &mut FoldState, words: &mu
         if v & MASK != (I_SIMPLE | I_SAFE) || v & I_CHAR_MASK != c as u32 {
             break;
         }
-        let span = Span::new(off(k), off(k + l), false);
-        dst.map.extend(std::iter::repeat_n(span, l));
         let sc = (v >> I_OUT_SCRIPT_SHIFT) & 3;
         scripts |= 1 << sc;
         words.add(v & I_OUT_WORD != 0, script_bits(sc));
@@ -920,12 +936,41 @@ fn same_run(input: &str, i: usize, dst: &mut Buf, st: &mut FoldState, words: &mu
     };
     if !next_ok {
         k -= last_len;
-        dst.map.truncate(dst.map.len() - last_len);
     }
+    let run = bytes.get(i..k).unwrap_or_default();
     dst.text.push_str(input.get(i..k).unwrap_or_default());
+    let (mut cs, mut ce) = (0u32, 0u32);
+    if k < OFFSET_MAX as usize {
+        let base = i as u32;
+        dst.map.extend(run.iter().zip(base..).map(|(&b, p)| {
+            if b & 0xC0 != 0x80 {
+                cs = p;
+                ce = p + utf8_len(b);
+            }
+            Span { start: cs, end: ce }
+        }));
+    } else {
+        dst.map.extend(run.iter().enumerate().map(|(q, &b)| {
+            if b & 0xC0 != 0x80 {
+                cs = off(i + q);
+                ce = off(i + q + utf8_len(b) as usize);
+            }
+            Span { start: cs, end: ce }
+        }));
+    }
     st.after_lgc = last_lgc;
     st.has_cyrillic_or_greek |= scripts & 0b0110 != 0;
     k
+}
+
+/// The length of the UTF-8 sequence that starts with `b`.
+fn utf8_len(b: u8) -> u32 {
+    match b {
+        0..=0x7F => 1,
+        0x80..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
 }
 
 /// What stage 1 saw.
@@ -946,12 +991,22 @@ fn stage_fold(input: &str, dst: &mut Buf) -> FoldOutcome {
     let mut peek: Option<(usize, char, u32)> = None;
     let mut i = 0;
     while i < n {
-        // Bulk path: a run of plain ASCII. Its last char is held back when a non-ASCII char
-        // follows, since a combining mark there must be normalised together with it.
+        // Bulk path: a run of plain ASCII. Its last char is held back when the non-ASCII char
+        // after it is not a safe start (a combining mark, say), since then the two must be
+        // normalised together.
         if bytes.get(i).is_some_and(|&b| b < 0x80) {
             let mut end = plain_ascii_end(bytes, i);
             if end < n && bytes.get(end).is_some_and(|&b| b >= 0x80) {
-                end -= 1;
+                match decode_at(bytes, end) {
+                    Some((c, _)) => {
+                        let v = info(c);
+                        peek = Some((end, c, v));
+                        if v & I_SAFE == 0 || v & I_REMOVABLE != 0 {
+                            end -= 1;
+                        }
+                    }
+                    None => end -= 1,
+                }
             }
             if end > i {
                 if let Some(s) = input.get(i..end) {
@@ -988,14 +1043,27 @@ fn stage_fold(input: &str, dst: &mut Buf) -> FoldOutcome {
         // A simple char that is a segment of its own (the char after it is a safe start).
         if v0 & I_SIMPLE != 0 {
             let k = i + l0;
-            let next = match bytes.get(k) {
-                Some(&b) if b >= 0x80 => decode_at(bytes, k).map(|(c2, _)| (c2, info(c2))),
-                _ => None,
+            // Removable chars in between (a variation selector after an emoji) do not count.
+            let mut q = k;
+            let alone = loop {
+                match bytes.get(q) {
+                    Some(&b) if b >= 0x80 => match decode_at(bytes, q) {
+                        Some((c2, l2)) => {
+                            let v2 = info(c2);
+                            if q == k {
+                                peek = Some((k, c2, v2));
+                            }
+                            if v2 & I_REMOVABLE != 0 {
+                                q += l2;
+                                continue;
+                            }
+                            break v2 & I_SAFE != 0;
+                        }
+                        None => break true,
+                    },
+                    _ => break true,
+                }
             };
-            let alone = next.is_none_or(|(_, v2)| v2 & I_SAFE != 0 && v2 & I_REMOVABLE == 0);
-            if let Some((c2, v2)) = next {
-                peek = Some((k, c2, v2));
-            }
             if alone {
                 let fc = char::from_u32(v0 & I_CHAR_MASK).unwrap_or(c0);
                 dst.push_char(fc, off(i), off(k), v0 & I_UPPER != 0);
@@ -1048,7 +1116,7 @@ fn is_lower(c: char, was_upper: bool) -> bool {
     !was_upper && c.is_lowercase()
 }
 
-fn stage_hashtags(src: &Buf, dst: &mut Buf) {
+fn stage_hashtags(src: &Buf, dst: &mut Buf, original: &[u8]) {
     let text = src.text.as_str();
     let t = text.as_bytes();
     let n = t.len();
@@ -1065,45 +1133,50 @@ fn stage_hashtags(src: &Buf, dst: &mut Buf) {
             continue;
         }
         dst.copy_from(src, copied, h);
+        // The body is copied in runs; `from` is where the current run starts.
         let mut p = h + 1;
+        let mut from = p;
         let mut prev: Option<(char, bool)> = None;
-        while let Some(c) = next_char(text, p) {
-            let l = c.len_utf8();
+        while let Some((c, l)) = decode_at(t, p) {
             if c == '_' {
                 // Underscores belong to the body only when a letter or digit follows them.
                 let mut q = p;
-                while next_char(text, q) == Some('_') {
+                while t.get(q) == Some(&b'_') {
                     q += 1;
                 }
                 if !next_char(text, q).is_some_and(is_body_start) {
                     break;
                 }
+                dst.copy_from(src, from, p);
                 for u in p..q {
                     let (s, e) = src.span(u);
                     dst.push_char(' ', s, e, false);
                 }
                 prev = None;
                 p = q;
+                from = q;
                 continue;
             }
             if !is_word_char(c) {
                 break;
             }
-            let up = src.upper_at(p);
+            let up = src.upper_at(p, original);
             if let (true, Some((pc, pup))) = (up, prev) {
-                let next_lower = next_char(text, p + l)
-                    .is_some_and(|nc| nc != '_' && is_lower(nc, src.upper_at(p + l)));
+                let next_lower = decode_at(t, p + l)
+                    .is_some_and(|(nc, _)| nc != '_' && is_lower(nc, src.upper_at(p + l, original)));
                 if is_lower(pc, pup) || ((pup || pc.is_numeric()) && next_lower) {
                     // Empty at the boundary; inside one NFKC segment, that whole segment.
+                    dst.copy_from(src, from, p);
+                    from = p;
                     let (s, _) = src.span(p);
                     let e = dst.last_end().unwrap_or(s).max(s);
                     dst.push_char(' ', s, e, false);
                 }
             }
-            dst.copy_from(src, p, p + l);
             prev = Some((c, up));
             p += l;
         }
+        dst.copy_from(src, from, p);
         copied = p;
         pos = p;
     }
@@ -1211,10 +1284,65 @@ fn spaced_run(src: &Buf, dst: &mut Buf, start: usize, copied: &mut usize) -> Opt
     Some(q)
 }
 
+/// Whether stage 3 would leave `t` as it is: no leading or trailing whitespace, no run of two
+/// or more whitespace bytes, and no three single-char tokens in a row (only those can be a
+/// letter-spaced run). Conservative: `false` only means "look closer".
+fn spacing_is_noop(t: &[u8]) -> bool {
+    let n = t.len();
+    if t.first().is_some_and(|&b| is_ws(b)) || t.last().is_some_and(|&b| is_ws(b)) {
+        return false;
+    }
+    let mut tok_start = 0;
+    let mut singles = 0;
+    // Called for the whitespace byte at `w`, which ends the token `tok_start..w`.
+    let mut gap = |w: usize| -> bool {
+        if w == tok_start {
+            return false;
+        }
+        let tl = w - tok_start;
+        if tl == 1 || (tl <= 4 && t.get(tok_start).is_some_and(|&b| b >= 0xC0)) {
+            singles += 1;
+            if singles >= 3 {
+                return false;
+            }
+        } else {
+            singles = 0;
+        }
+        if t.get(w) == Some(&b'\n') {
+            singles = 0;
+        }
+        tok_start = w + 1;
+        true
+    };
+    let mut p = 0;
+    while let Some(v) = word_at(t, p) {
+        let mut m = eq_mask(v, b' ') | eq_mask(v, b'\n');
+        while m != 0 {
+            if !gap(p + (m.trailing_zeros() / 8) as usize) {
+                return false;
+            }
+            m &= m - 1;
+        }
+        p += 8;
+    }
+    while p < n {
+        if t.get(p).is_some_and(|&b| is_ws(b)) && !gap(p) {
+            return false;
+        }
+        p += 1;
+    }
+    // The last token may complete a run too.
+    let tl = n - tok_start;
+    !(singles >= 2 && (tl == 1 || (tl <= 4 && t.get(tok_start).is_some_and(|&b| b >= 0xC0))))
+}
+
 /// Stage 3. Returns whether the text changed (when it did not, `dst` is left empty) and
 /// whether letter spacing joined anything.
 fn stage_spacing(src: &Buf, dst: &mut Buf) -> (bool, bool) {
     let t = src.text.as_bytes();
+    if spacing_is_noop(t) {
+        return (false, false);
+    }
     let n = t.len();
     let mut p = skip_ws(t, 0);
     let mut copied = p;
@@ -1298,7 +1426,7 @@ fn stage_confusables(src: &Buf, dst: &mut Buf) -> bool {
             if s == Script::Other {
                 continue;
             }
-            if skeleton(c, src.upper_at(ws + k)).is_some() {
+            if skeleton(c, src.upper_at(ws + k, &[])).is_some() {
                 lookalike[s as usize] = true;
             } else {
                 counts[s as usize] += 1;
@@ -1318,7 +1446,7 @@ fn stage_confusables(src: &Buf, dst: &mut Buf) -> bool {
         dst.copy_from(src, copied, ws);
         for (k, c) in word.char_indices() {
             let p = ws + k;
-            let up = src.upper_at(p);
+            let up = src.upper_at(p, &[]);
             let s = script_of(c);
             let mapped = if s != Script::Other && s != w {
                 skeleton(c, up).and_then(|sk| lookalike_in(sk, w))
@@ -1869,6 +1997,11 @@ mod tests {
                 .prop_map(|(c, s)| format!("{c}{s}")),
             1 => "#[A-Z]{0,3}[a-z]{0,3}[A-Z0-9_]{0,3}[a-z]{0,2}",
             1 => "[a-zA-Z]{2,7}",
+            1 => "[a-z ]{8,24}",
+            1 => "[а-яёА-Я]{2,9}",
+            1 => "[α-ωά-ώΑ-Ω]{2,7}",
+            1 => "[ء-ي]{2,7}",
+            1 => "[一-龥ぁ-んア-ン가-힣]{2,6}",
         ]
     }
 

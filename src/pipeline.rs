@@ -153,10 +153,11 @@ struct DeadPost {
     origin: crate::alert::SourceRef,
 }
 
-/// Where undecodable messages go: the Kafka dead-letter topic, a JSON-lines file, or
-/// stderr (one JSON object per line, with the reason).
+/// Where undecodable messages go: the Kafka dead-letter topic, the dead-letter file,
+/// or stderr (one JSON object per line, with the reason).
 enum DecodeDeadLetters {
     Kafka(crate::sink::kafka::KafkaProducer, String),
+    File(crate::deadletter::DeadLetters),
     Writer(std::sync::Mutex<Box<dyn Write + Send>>),
 }
 
@@ -166,7 +167,7 @@ impl DecodeDeadLetters {
             Self::Kafka(p, topic) => {
                 p.dead_letter(topic, &d.payload, d.error.reason.as_str(), &d.error.detail, &d.origin).await
             }
-            Self::Writer(w) => {
+            Self::File(_) | Self::Writer(_) => {
                 let origin = match &d.origin {
                     crate::alert::SourceRef::File { file, line } => serde_json::json!({"file": file, "line": line}),
                     crate::alert::SourceRef::Kafka { topic, partition, offset } => {
@@ -179,19 +180,38 @@ impl DecodeDeadLetters {
                     "size": d.size, "truncated": cut.len() < d.size, "raw": String::from_utf8_lossy(cut),
                     "at": alert::rfc3339(chrono::Utc::now()),
                 });
-                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-                if writeln!(w, "{rec}").and_then(|_| w.flush()).is_err() {
-                    tracing::error!("cannot write a dead letter");
+                match self {
+                    Self::File(f) => {
+                        // Durable before the message completes; retry rather than lose it.
+                        while let Err(e) = f.write_value(&rec).await {
+                            tracing::error!(error = %e, "cannot write a dead letter; retrying");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                    Self::Writer(w) => {
+                        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                        if writeln!(w, "{rec}").and_then(|_| w.flush()).is_err() {
+                            tracing::error!("cannot write a dead letter to stderr");
+                        }
+                    }
+                    Self::Kafka(..) => {}
                 }
             }
         }
     }
 }
 
-/// A sink as the router sees it.
+/// A sink that takes every alert (stdout, the Kafka alerts topic).
 struct SinkTx {
     name: String,
     tx: mpsc::Sender<Delivery>,
+}
+
+/// The configured sinks, routed and deduplicated (webhook, Alertmanager, …).
+struct Routed {
+    handles: Vec<crate::sink::config::SinkHandle>,
+    router: crate::route::Router,
+    dedup: crate::route::Dedup,
 }
 
 /// Run the service until the input ends (or a signal), per DESIGN §6.
@@ -290,17 +310,34 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         sinks.push(SinkTx { name: "kafka".into(), tx });
     }
 
+    // Routed sinks, and the dead-letter file for what they give up on.
+    let plan = crate::sink::config::validate(
+        &cfg.sinks,
+        &cfg.routes,
+        &cfg.dedup,
+        &cfg.dead_letter.clone().unwrap_or_default(),
+        |k| std::env::var(k).ok(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dead_file = if plan.sinks.is_empty() && cfg.dead_letter.is_none() {
+        None
+    } else {
+        Some(crate::deadletter::DeadLetters::open(&plan.dead_letter).context("opening the dead letters")?)
+    };
+    let routed = match &dead_file {
+        Some(d) if !plan.sinks.is_empty() => Some(Routed {
+            handles: plan.spawn(d, &metrics).map_err(|e| anyhow::anyhow!("{e}"))?,
+            router: plan.router.clone(),
+            dedup: plan.dedup(),
+        }),
+        _ => None,
+    };
+
     // Dead letters for undecodable messages.
     let dead = Arc::new(match (&producer, cfg.kafka.as_ref().and_then(|k| k.dead_letter_topic.clone())) {
         (Some(p), Some(topic)) => DecodeDeadLetters::Kafka(p.clone(), topic),
-        _ => match &cfg.pipeline.dead_letter_file {
-            Some(path) => DecodeDeadLetters::Writer(std::sync::Mutex::new(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening the dead-letter file {}", path.display()))?,
-            ))),
+        _ => match &dead_file {
+            Some(f) => DecodeDeadLetters::File(f.clone()),
             None => DecodeDeadLetters::Writer(std::sync::Mutex::new(Box::new(std::io::stderr()))),
         },
     });
@@ -351,7 +388,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     let process = tokio::task::spawn_blocking(move || process_loop(env_rx, proc_tx, p_shared, max_bytes));
 
     // Route.
-    let router = tokio::spawn(route_loop(proc_rx, sinks, dead, metrics.clone(), cfg.pipeline.max_in_flight));
+    let router = tokio::spawn(route_loop(proc_rx, sinks, routed, dead, metrics.clone(), cfg.pipeline.max_in_flight));
 
     let read = source.await.context("source task")?;
     match &read {
@@ -482,6 +519,7 @@ fn process_loop(mut rx: mpsc::Receiver<Envelope>, tx: mpsc::Sender<Processed>, s
 async fn route_loop(
     mut rx: mpsc::Receiver<Processed>,
     sinks: Vec<SinkTx>,
+    mut routed: Option<Routed>,
     dead: Arc<DecodeDeadLetters>,
     m: Metrics,
     max_in_flight: usize,
@@ -497,15 +535,34 @@ async fn route_loop(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let mut waits = Vec::with_capacity(p.alerts.len() * sinks.len());
+        let mut waits = Vec::new();
+        let mut lost = false;
         for a in &p.alerts {
             for s in &sinks {
                 let (done, wait) = oneshot::channel();
-                m.queue_depth.with_label_values(&[&s.name]).inc();
-                if s.tx.send(Delivery { alert: a.clone(), done }).await.is_ok() {
-                    waits.push((s.name.clone(), wait));
-                } else {
-                    m.queue_depth.with_label_values(&[&s.name]).dec();
+                match s.tx.send(Delivery { alert: a.clone(), done }).await {
+                    Ok(()) => waits.push(wait),
+                    Err(_) => {
+                        tracing::error!(sink = %s.name, "sink stopped");
+                        lost = true;
+                    }
+                }
+            }
+            if let Some(r) = routed.as_mut() {
+                for d in r.router.decide(a, &mut r.dedup, chrono::Utc::now()) {
+                    let h = &r.handles[d.sink];
+                    match d.verdict {
+                        crate::route::Verdict::Suppress => {
+                            m.suppressed_duplicates.with_label_values(&[&h.name]).inc()
+                        }
+                        crate::route::Verdict::Send => {
+                            let (done, wait) = oneshot::channel();
+                            match h.tx.send(Delivery { alert: a.clone(), done }).await {
+                                Ok(()) => waits.push(wait),
+                                Err(_) => lost = true,
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -515,9 +572,13 @@ async fn route_loop(
             if let Some(d) = p.dead {
                 dead.write(d).await;
             }
-            for (name, w) in waits {
-                let _ = w.await;
-                m.queue_depth.with_label_values(&[&name]).dec();
+            for w in waits {
+                // A sink that dropped the alert without answering did not accept it.
+                lost |= w.await.is_err();
+            }
+            if lost {
+                tracing::error!("a sink stopped before accepting an alert; the message is not completed and will be re-read after a restart");
+                return;
             }
             if has_alerts {
                 if let Ok(d) = SystemTime::now().duration_since(p.ingest) {
@@ -531,4 +592,11 @@ async fn route_loop(
         });
     }
     let _ = permits.acquire_many(max_in_flight as u32).await;
+    // Close the routed sinks' queues; they answer what is queued, then end.
+    if let Some(r) = routed {
+        for h in r.handles {
+            drop(h.tx);
+            let _ = h.task.await;
+        }
+    }
 }

@@ -32,6 +32,9 @@ use common::{bin, free_port, http_get};
 
 const GROUP: &str = "attache";
 
+/// Numbers the attache runs of this test binary (config and log file names).
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
 // ---------------------------------------------------------------------------------------
 // The attache child process.
 
@@ -44,7 +47,7 @@ struct Attache {
 
 impl Attache {
     /// config/kafka.example.toml with the mock cluster, the test's rules and a free port.
-    fn start(dir: &Path, brokers: &str) -> Self {
+    fn start(dir: &Path, brokers: &str, props: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut cfg: toml::Table = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kafka.example.toml"))
             .expect("read config/kafka.example.toml")
@@ -68,15 +71,23 @@ impl Attache {
         );
         section("rules", vec![("dir", dir.join("rules").display().to_string().into()), ("watch", false.into())]);
         section("http", vec![("listen", format!("127.0.0.1:{port}").into())]);
-        let path = dir.join("attache.toml");
+        // librdkafka debug contexts into attache's log, e.g. ATTACHE_TEST_RDKAFKA_DEBUG=cgrp
+        // (with ATTACHE_TEST_RUST_LOG=info,librdkafka=debug).
+        let debug = std::env::var("ATTACHE_TEST_RDKAFKA_DEBUG").ok();
+        let props: toml::Table = props.iter().map(|(k, v)| (k.to_string(), toml::Value::from(*v))).chain(debug.map(|d| ("debug".to_string(), d.into()))).collect();
+        if let Some(k) = cfg.get_mut("kafka").and_then(|k| k.as_table_mut()) {
+            k.insert("properties".into(), props.into());
+        }
+        let n = RUNS.fetch_add(1, Ordering::SeqCst);
+        let path = dir.join(format!("attache-{n}.toml"));
         std::fs::write(&path, toml::to_string(&cfg).expect("config serialises")).unwrap();
-        let log = dir.join("attache.log");
+        let log = dir.join(format!("attache-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = bin()
             .arg("run")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("ATTACHE_TEST_RUST_LOG").unwrap_or("info".into()))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -106,8 +117,10 @@ impl Attache {
         if !cond {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            std::fs::copy(&self.log, "/tmp/kafka-mock-fail.log").ok();
-            panic!("{msg}\n--- attache log (tail)\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+            // The temp dir goes with the test: keep the whole log.
+            let kept = std::env::temp_dir().join(format!("attache-kafka-mock-{}-{}", std::process::id(), self.log.file_name().unwrap_or_default().to_string_lossy()));
+            let kept = std::fs::copy(&self.log, &kept).map(|_| kept.display().to_string()).unwrap_or_default();
+            panic!("{msg}\n--- attache log (tail; whole log kept at {kept})\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
         }
     }
 
@@ -253,9 +266,10 @@ fn produce(brokers: &str, topic: &str, msgs: &[(String, Vec<u8>)], per_tick: usi
     end
 }
 
-/// Alert ids on the alerts topic (from the beginning), with their counts, once every
-/// one of `want` is there or the deadline passed.
-fn read_alerts(brokers: &str, partitions: i32, want: &BTreeSet<String>, timeout: Duration) -> BTreeMap<String, usize> {
+/// Read a topic from the beginning, handing each payload (`None` after a poll that
+/// brought nothing) to `each` until it says it has seen enough (true) or the deadline
+/// passed; false on the deadline.
+fn read(brokers: &str, topic: &str, partitions: i32, timeout: Duration, mut each: impl FnMut(Option<&[u8]>) -> bool) -> bool {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "test-reader")
@@ -264,17 +278,43 @@ fn read_alerts(brokers: &str, partitions: i32, want: &BTreeSet<String>, timeout:
         .expect("test reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset("alerts", p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
     c.assign(&tpl).expect("assign");
-    let mut got: BTreeMap<String, usize> = BTreeMap::new();
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && !want.iter().all(|id| got.contains_key(id)) {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-            *got.entry(v["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    while Instant::now() < deadline {
+        let done = match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => each(Some(m.payload().unwrap_or_default())),
+            _ => each(None),
+        };
+        if done {
+            return true;
         }
     }
+    false
+}
+
+/// Alert ids on the alerts topic with their counts, once every one of `want` is there
+/// (and `linger` longer, to let late duplicates show) or the deadline passed.
+fn read_alerts(brokers: &str, want: &BTreeSet<String>, timeout: Duration, linger: Duration) -> BTreeMap<String, usize> {
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let mut left = want.len();
+    let mut all_since: Option<Instant> = None;
+    read(brokers, "alerts", 3, timeout + linger, |payload| {
+        if let Some(payload) = payload {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            let n = got.entry(id.clone()).or_default();
+            *n += 1;
+            if *n == 1 && want.contains(&id) {
+                left -= 1;
+            }
+        }
+        if left == 0 {
+            all_since.get_or_insert_with(Instant::now);
+        }
+        all_since.is_some_and(|t| t.elapsed() >= linger)
+    });
     got
 }
 
@@ -336,7 +376,7 @@ fn a_broker_down_and_up_mid_stream_loses_no_alert() {
     mock.coordinator(MockCoordinator::Group(GROUP.into()), 1).unwrap();
     let msgs = stream(2000);
     let (dir, want) = setup(&msgs);
-    let mut a = Attache::start(dir.path(), &brokers);
+    let mut a = Attache::start(dir.path(), &brokers, &[]);
 
     let sent = std::sync::Arc::new(AtomicUsize::new(0));
     let producer = {
@@ -355,17 +395,18 @@ fn a_broker_down_and_up_mid_stream_loses_no_alert() {
     mock.broker_up(1).unwrap();
     let end = producer.join().expect("producer thread");
 
-    let got = read_alerts(&brokers, 3, &want, Duration::from_secs(90));
+    let got = read_alerts(&brokers, &want, Duration::from_secs(90), Duration::ZERO);
     a.ensure(missing(&got, &want) == 0, &format!("{} of {} alerts missing after the outage (down at {at} sent)", missing(&got, &want), want.len()));
     let alive = a.exited().is_none();
     a.ensure(alive, "attache died during the outage");
     assert_committed_to_the_end(&mut a, &brokers, &end);
 }
 
-/// Produce requests fail (leadership moved, timeouts, dropped connections) and offset
-/// commits fail (coordinator moving, rebalance in progress) while attache works
-/// through a stream: every alert still arrives, the failures show in the commit
-/// metric, and the final commit reaches the end of every partition.
+/// Produce requests fail (leadership moved, timeouts, dropped connections, too few
+/// replicas) and offset commits fail (coordinator moving, rebalance in progress,
+/// rejected) while attache works through a stream: every alert still arrives, the
+/// failures show in the commit metric, and the final commit reaches the end of every
+/// partition.
 #[test]
 fn b_injected_produce_and_offset_commit_errors_lose_no_alert() {
     let mock = cluster();
@@ -387,20 +428,76 @@ fn b_injected_produce_and_offset_commit_errors_lose_no_alert() {
         RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
         RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+        // Not retried by librdkafka: reaches the commit callback for sure.
+        RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE,
     ];
     mock.request_errors(RDKafkaApiKey::Produce, &produce_errors.repeat(4));
     mock.request_errors(RDKafkaApiKey::OffsetCommit, &commit_errors.repeat(2));
 
-    let mut a = Attache::start(dir.path(), &brokers);
-    let got = read_alerts(&brokers, 3, &want, Duration::from_secs(90));
+    let mut a = Attache::start(dir.path(), &brokers, &[]);
+    let got = read_alerts(&brokers, &want, Duration::from_secs(90), Duration::ZERO);
     a.ensure(missing(&got, &want) == 0, &format!("{} of {} alerts missing with injected errors", missing(&got, &want), want.len()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while a.metric("attache_kafka_messages_consumed_total", "topic=\"posts\"") < msgs.len() as f64 {
         a.ensure(Instant::now() < deadline, "attache did not consume every message");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mut dead = 0;
+    let ok = read(&brokers, "posts.dlq", 1, Duration::from_secs(30), |m| {
+        dead += usize::from(m.is_some());
+        dead == 2
+    });
+    a.ensure(ok, &format!("{dead} of 2 dead letters"));
+    // Everything completed and stored before SIGTERM (SIGTERM with messages in flight
+    // is test c).
+    while a.metric("attache_in_flight_messages", "") > 0.0 {
+        a.ensure(Instant::now() < deadline, "messages stay in flight");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let failed_commits = a.metric("attache_kafka_commits_total", "outcome=\"error\"");
     a.ensure(failed_commits > 0.0, "no commit failed: the injected OffsetCommit errors were not seen");
     assert_committed_to_the_end(&mut a, &brokers, &end);
     eprintln!("{failed_commits} commits failed; {} alerts twice", got.values().filter(|n| **n > 1).count());
+}
+
+/// SIGTERM while alerts still wait for the broker's acknowledgement (the broker that
+/// leads the alerts topic answers after 700 ms): attache drains them and commits, and
+/// that commit must be the one that stays — a restart re-reads nothing and sends no
+/// alert twice. (Tansu answers too fast for messages to be in flight at SIGTERM with
+/// any regularity, so this runs here.)
+#[test]
+fn c_sigterm_with_alerts_awaiting_acks_commits_the_drained_offsets() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    for p in 0..3 {
+        mock.partition_leader("alerts", p, Some(3)).unwrap();
+        mock.partition_leader("posts", p, Some(1 + p % 2)).unwrap();
+    }
+    mock.partition_leader("posts.dlq", 0, Some(1)).unwrap();
+    mock.coordinator(MockCoordinator::Group(GROUP.into()), 1).unwrap();
+    let msgs = stream(1500);
+    let (dir, want) = setup(&msgs);
+    let end = produce(&brokers, "posts", &msgs, usize::MAX, &AtomicUsize::new(0));
+    mock.broker_round_trip_time(3, Duration::from_millis(700)).unwrap();
+
+    let mut a = Attache::start(dir.path(), &brokers, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.metric("attache_kafka_messages_consumed_total", "topic=\"posts\"") < msgs.len() as f64 {
+        a.ensure(Instant::now() < deadline, "attache did not consume every message");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let in_flight = a.metric("attache_in_flight_messages", "");
+    a.ensure(in_flight > 0.0, "nothing in flight at SIGTERM: the scenario did not happen");
+    assert_committed_to_the_end(&mut a, &brokers, &end);
+
+    // The restart starts at the end: nothing re-read, no alert twice.
+    let mut b = Attache::start(dir.path(), &brokers, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let reread = b.metric("attache_kafka_messages_consumed_total", "");
+    b.terminate();
+    let got = read_alerts(&brokers, &want, Duration::from_secs(30), Duration::from_secs(1));
+    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    assert!(missing(&got, &want) == 0, "{} alerts missing", missing(&got, &want));
+    assert!(reread == 0.0 && twice.is_empty(), "after SIGTERM with {in_flight} messages in flight: the restart re-read {reread} messages and sent {} alerts twice", twice.len());
 }
