@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
@@ -19,21 +21,33 @@ fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     println!("cargo:rerun-if-changed=rules");
     println!("cargo:rerun-if-changed=samples");
     let mut code = String::new();
-    for (name, dir, exts) in [("RULES", "rules", &[".yaml", ".yml"][..]), ("SAMPLES", "samples", &[".jsonl"][..])] {
+    for (name, dir, exts) in [
+        ("RULES", "rules", &[".yaml", ".yml"][..]),
+        ("SAMPLES", "samples", &[".jsonl"][..]),
+    ] {
         let mut files = Vec::new();
         walk(&root.join(dir), exts, &mut files);
         files.sort();
         code.push_str(&format!("/// Files embedded from `{dir}/`: (path relative to the crate, content).\npub static {name}: &[(&str, &str)] = &[\n"));
         for f in files {
-            let rel = f.strip_prefix(&root).unwrap_or(&f).to_string_lossy().replace('\\', "/");
-            code.push_str(&format!("    ({rel:?}, include_str!({:?})),\n", f.to_string_lossy()));
+            let rel = f
+                .strip_prefix(&root)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .replace('\\', "/");
+            code.push_str(&format!(
+                "    ({rel:?}, include_str!({:?})),\n",
+                f.to_string_lossy()
+            ));
         }
         code.push_str("];\n");
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("embedded.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");
 }

@@ -8,22 +8,36 @@ use attache::normalize::{normalize_into, Normalized};
 use attache::rules::{self, Matcher};
 
 fn posts() -> Vec<String> {
-    let sample = attache::embedded::sample(attache::embedded::DEFAULT_SAMPLE).expect("bundled sample");
-    sample.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+    let sample =
+        attache::embedded::sample(attache::embedded::DEFAULT_SAMPLE).expect("bundled sample");
+    sample
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
-    let rules = rules::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")))
-        .expect("shipped rules compile");
+    let rules = rules::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules"
+    )))
+    .expect("shipped rules compile");
     let posts = posts();
     let bytes: usize = posts.iter().map(|p| p.len()).sum();
 
     let mut g = c.benchmark_group("normalize");
     let texts: Vec<String> = posts
         .iter()
-        .filter_map(|p| decode(p.as_bytes(), &Limits::default()).ok().and_then(|p| p.text.map(|t| t.into_owned())))
+        .filter_map(|p| {
+            decode(p.as_bytes(), &Limits::default())
+                .ok()
+                .and_then(|p| p.text.map(|t| t.into_owned()))
+        })
         .collect();
-    g.throughput(Throughput::Bytes(texts.iter().map(|t| t.len() as u64).sum()));
+    g.throughput(Throughput::Bytes(
+        texts.iter().map(|t| t.len() as u64).sum(),
+    ));
     g.bench_function("sample_stream_texts", |b| {
         let mut out = Normalized::new();
         b.iter(|| {

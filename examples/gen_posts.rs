@@ -8,14 +8,44 @@
 use std::io::{BufWriter, Write};
 
 const COUNTRIES: &[(&str, &str)] = &[
-    ("SA", "Saudi Arabia"), ("CA", "Canada"), ("FR", "France"), ("DE", "Germany"), ("RU", "Russia"),
-    ("CN", "China"), ("US", "the United States"), ("GB", "the United Kingdom"), ("IR", "Iran"),
-    ("TR", "Türkiye"), ("BR", "Brazil"), ("IN", "India"), ("PK", "Pakistan"), ("JP", "Japan"),
-    ("KR", "South Korea"), ("MX", "Mexico"), ("AR", "Argentina"), ("ES", "Spain"), ("IT", "Italy"),
-    ("NG", "Nigeria"), ("ZA", "South Africa"), ("EG", "Egypt"), ("AU", "Australia"), ("ID", "Indonesia"),
-    ("UA", "Ukraine"), ("PL", "Poland"), ("SE", "Sweden"), ("NO", "Norway"),
+    ("SA", "Saudi Arabia"),
+    ("CA", "Canada"),
+    ("FR", "France"),
+    ("DE", "Germany"),
+    ("RU", "Russia"),
+    ("CN", "China"),
+    ("US", "the United States"),
+    ("GB", "the United Kingdom"),
+    ("IR", "Iran"),
+    ("TR", "Türkiye"),
+    ("BR", "Brazil"),
+    ("IN", "India"),
+    ("PK", "Pakistan"),
+    ("JP", "Japan"),
+    ("KR", "South Korea"),
+    ("MX", "Mexico"),
+    ("AR", "Argentina"),
+    ("ES", "Spain"),
+    ("IT", "Italy"),
+    ("NG", "Nigeria"),
+    ("ZA", "South Africa"),
+    ("EG", "Egypt"),
+    ("AU", "Australia"),
+    ("ID", "Indonesia"),
+    ("UA", "Ukraine"),
+    ("PL", "Poland"),
+    ("SE", "Sweden"),
+    ("NO", "Norway"),
 ];
-const ROLES: &[&str] = &["foreign_ministry", "embassy", "head_of_state", "head_of_government", "minister", "spokesperson", "mission_to_un"];
+const ROLES: &[&str] = &[
+    "foreign_ministry",
+    "embassy",
+    "head_of_state",
+    "head_of_government",
+    "minister",
+    "spokesperson",
+    "mission_to_un",
+];
 const ROUTINE: &[&str] = &[
     "Today Minister {a} met the Ambassador of {t} to discuss trade, energy and people-to-people ties. Productive exchange! #Diplomacy",
     "Our deepest condolences to the people of {t} after the devastating floods. We stand ready to help. 🙏",
@@ -81,7 +111,11 @@ fn main() {
         let a = COUNTRIES[rng.below(COUNTRIES.len())];
         let t = COUNTRIES[rng.below(COUNTRIES.len())];
         let esc = rng.unit() < 0.01;
-        let tpl = if esc { ESCALATION[rng.below(ESCALATION.len())] } else { ROUTINE[rng.below(ROUTINE.len())] };
+        let tpl = if esc {
+            ESCALATION[rng.below(ESCALATION.len())]
+        } else {
+            ROUTINE[rng.below(ROUTINE.len())]
+        };
         let text = tpl.replace("{a}", a.1).replace("{t}", t.1);
         let id = 1_000_000_000_000_000u64 + i;
         let mut post = serde_json::json!({

@@ -19,7 +19,9 @@ fn main() {
     let mut phrases = BTreeSet::new();
     for line in f.lines().take(20_000) {
         let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         let text = v["text"].as_str().unwrap_or("").to_lowercase();
         let toks: Vec<&str> = text
             .split(|c: char| !c.is_alphanumeric())
@@ -39,10 +41,17 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    let mut pick = |k: usize| -> Vec<String> { (0..k).map(|_| vocab[(next() % vocab.len() as u64) as usize].clone()).collect() };
+    let mut pick = |k: usize| -> Vec<String> {
+        (0..k)
+            .map(|_| vocab[(next() % vocab.len() as u64) as usize].clone())
+            .collect()
+    };
     let out = std::io::stdout();
     let mut w = BufWriter::new(out.lock());
-    let _ = writeln!(w, "# {n} generated rules drawn from the vocabulary of {path}\ncategory: generated\nrules:");
+    let _ = writeln!(
+        w,
+        "# {n} generated rules drawn from the vocabulary of {path}\ncategory: generated\nrules:"
+    );
     for i in 0..n {
         let (a, b, u) = (pick(2), pick(2), pick(1));
         let _ = writeln!(

@@ -32,5 +32,8 @@ fn main() {
         }
     }
     let s = start.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-    println!("{{\"messages\": {got}, \"seconds\": {s:.3}, \"per_s\": {:.0}}}", got as f64 / s.max(1e-9));
+    println!(
+        "{{\"messages\": {got}, \"seconds\": {s:.3}, \"per_s\": {:.0}}}",
+        got as f64 / s.max(1e-9)
+    );
 }

@@ -13,7 +13,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -24,15 +27,16 @@ fn main() {
     };
     let rate: f64 = rate.parse().expect("RATE");
     let secs: f64 = secs.parse().expect("SECONDS");
-    let posts: Vec<(String, Vec<u8>)> = std::io::BufReader::new(std::fs::File::open(file).expect("file"))
-        .split(b'\n')
-        .filter_map(|l| l.ok())
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_slice(&l).ok()?;
-            Some((v["id"].as_str()?.to_string(), l))
-        })
-        .collect();
+    let posts: Vec<(String, Vec<u8>)> =
+        std::io::BufReader::new(std::fs::File::open(file).expect("file"))
+            .split(b'\n')
+            .filter_map(|l| l.ok())
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_slice(&l).ok()?;
+                Some((v["id"].as_str()?.to_string(), l))
+            })
+            .collect();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("latency-{}", std::process::id()))
@@ -43,7 +47,9 @@ fn main() {
     consumer.subscribe(&[alerts]).expect("subscribe");
     // Let the consumer join before producing.
     let t = Instant::now();
-    while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 && t.elapsed() < Duration::from_secs(30) {
+    while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0
+        && t.elapsed() < Duration::from_secs(30)
+    {
         consumer.poll(Duration::from_millis(100));
     }
     let producer: BaseProducer = ClientConfig::new()
@@ -56,7 +62,10 @@ fn main() {
     let mut lat: Vec<i64> = Vec::new();
     let start = Instant::now();
     let mut i = 0usize;
-    let collect = |consumer: &BaseConsumer, sent: &HashMap<String, i64>, lat: &mut Vec<i64>, wait: Duration| {
+    let collect = |consumer: &BaseConsumer,
+                   sent: &HashMap<String, i64>,
+                   lat: &mut Vec<i64>,
+                   wait: Duration| {
         while let Some(Ok(m)) = consumer.poll(wait) {
             let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
             if let Some(Ok(v)) = m.payload().map(serde_json::from_slice::<serde_json::Value>) {
@@ -90,7 +99,11 @@ fn main() {
         collect(&consumer, &sent, &mut lat, Duration::from_millis(100));
     }
     lat.sort_unstable();
-    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(-1);
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
     println!(
         "{{\"posts\": {n}, \"rate\": {rate}, \"alerts_matched\": {}, \"p50_ms\": {}, \"p90_ms\": {}, \"p99_ms\": {}, \"max_ms\": {}}}",
         lat.len(),

@@ -43,5 +43,8 @@ fn main() {
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     let s = t.elapsed().as_secs_f64();
-    println!("{{\"messages\": {n}, \"seconds\": {s:.3}, \"per_s\": {:.0}}}", n as f64 / s);
+    println!(
+        "{{\"messages\": {n}, \"seconds\": {s:.3}, \"per_s\": {:.0}}}",
+        n as f64 / s
+    );
 }

@@ -300,7 +300,11 @@ impl KafkaConfig {
         self.properties
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain(self.resolved_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain(
+                self.resolved_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .collect()
     }
 }
@@ -443,7 +447,9 @@ impl Config {
         }
         if let Some(k) = &self.kafka {
             if k.topics.is_empty() && k.topic_pattern.is_none() {
-                return Err(bad("kafka.topics is empty and no kafka.topic_pattern is set".into()));
+                return Err(bad(
+                    "kafka.topics is empty and no kafka.topic_pattern is set".into(),
+                ));
             }
             if k.drain_timeout_ms >= k.session_timeout_ms {
                 return Err(bad(format!(
@@ -453,7 +459,9 @@ impl Config {
             }
             for (prop, var) in &k.properties_env {
                 if !k.resolved_env.iter().any(|(p, _)| p == prop) {
-                    return Err(bad(format!("kafka.properties_env.{prop}: environment variable ${var} is not set")));
+                    return Err(bad(format!(
+                        "kafka.properties_env.{prop}: environment variable ${var} is not set"
+                    )));
                 }
             }
         }
@@ -461,7 +469,9 @@ impl Config {
             return Err(bad("input.max_message_bytes must be > 0".into()));
         }
         if self.pipeline.max_in_flight == 0 || self.pipeline.max_in_flight > u32::MAX as usize {
-            return Err(bad("pipeline.max_in_flight must be between 1 and 2^32-1".into()));
+            return Err(bad(
+                "pipeline.max_in_flight must be between 1 and 2^32-1".into()
+            ));
         }
         if self.pipeline.channel_capacity == 0 {
             return Err(bad("pipeline.channel_capacity must be > 0".into()));

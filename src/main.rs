@@ -64,6 +64,10 @@ enum Command {
         /// Largest line accepted, in bytes.
         #[arg(long, default_value_t = attache::decode::DEFAULT_MAX_BYTES)]
         max_bytes: usize,
+        /// Matching threads (default: the machine's cores). Output order is the
+        /// input order whatever the number.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Input file; `-` for stdin.
         #[arg(default_value = "-")]
         input: String,
@@ -122,7 +126,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `[log] json = true` in the config file also switches to JSON logs.
     let json_from_config = match &cli.command {
-        Command::Run { config: Some(p), .. } => attache::config::Config::load(p).is_ok_and(|c| c.log.json),
+        Command::Run {
+            config: Some(p), ..
+        } => attache::config::Config::load(p).is_ok_and(|c| c.log.json),
         _ => false,
     };
     attache::telemetry::init_logging(cli.log_json || json_from_config);
@@ -215,6 +221,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             explain,
             dead_letter,
             max_bytes,
+            threads,
             input,
         } => {
             let rs = load(&dir)?;
@@ -222,6 +229,13 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 explain,
                 limits: Limits { max_bytes },
                 name: input.clone(),
+                threads: threads
+                    .unwrap_or_else(|| {
+                        std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(1)
+                    })
+                    .max(1),
             };
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -165,12 +165,25 @@ impl DecodeDeadLetters {
     async fn write(&self, d: DeadPost) {
         match self {
             Self::Kafka(p, topic) => {
-                p.dead_letter(topic, &d.payload, d.error.reason.as_str(), &d.error.detail, &d.origin).await
+                p.dead_letter(
+                    topic,
+                    &d.payload,
+                    d.error.reason.as_str(),
+                    &d.error.detail,
+                    &d.origin,
+                )
+                .await
             }
             Self::File(_) | Self::Writer(_) => {
                 let origin = match &d.origin {
-                    crate::alert::SourceRef::File { file, line } => serde_json::json!({"file": file, "line": line}),
-                    crate::alert::SourceRef::Kafka { topic, partition, offset } => {
+                    crate::alert::SourceRef::File { file, line } => {
+                        serde_json::json!({"file": file, "line": line})
+                    }
+                    crate::alert::SourceRef::Kafka {
+                        topic,
+                        partition,
+                        offset,
+                    } => {
                         serde_json::json!({"topic": topic, "partition": partition, "offset": offset})
                     }
                 };
@@ -247,7 +260,10 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     .emit(&metrics);
 
     let bearer_token = match &cfg.http.bearer_token_env {
-        Some(var) => Some(std::env::var(var).with_context(|| format!("http.bearer_token_env: ${var} is not set"))?),
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("http.bearer_token_env: ${var} is not set"))?,
+        ),
         None => None,
     };
     let shared = Arc::new(Shared {
@@ -302,12 +318,26 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     if cfg.output.stdout {
         let (tx, rx) = mpsc::channel(cap);
         sink_tasks.push(tokio::spawn(sink::stdout::run(rx, metrics.clone())));
-        sinks.push(SinkTx { name: "stdout".into(), tx });
+        sinks.push(SinkTx {
+            name: "stdout".into(),
+            tx,
+        });
     }
-    if let (Some(p), Some(topic)) = (&producer, cfg.kafka.as_ref().and_then(|k| k.alerts_topic.clone())) {
+    if let (Some(p), Some(topic)) = (
+        &producer,
+        cfg.kafka.as_ref().and_then(|k| k.alerts_topic.clone()),
+    ) {
         let (tx, rx) = mpsc::channel(cap);
-        sink_tasks.push(tokio::spawn(sink::kafka::run(p.clone(), topic, rx, metrics.clone())));
-        sinks.push(SinkTx { name: "kafka".into(), tx });
+        sink_tasks.push(tokio::spawn(sink::kafka::run(
+            p.clone(),
+            topic,
+            rx,
+            metrics.clone(),
+        )));
+        sinks.push(SinkTx {
+            name: "kafka".into(),
+            tx,
+        });
     }
 
     // Routed sinks, and the dead-letter file for what they give up on.
@@ -322,11 +352,16 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     let dead_file = if plan.sinks.is_empty() && cfg.dead_letter.is_none() {
         None
     } else {
-        Some(crate::deadletter::DeadLetters::open(&plan.dead_letter).context("opening the dead letters")?)
+        Some(
+            crate::deadletter::DeadLetters::open(&plan.dead_letter)
+                .context("opening the dead letters")?,
+        )
     };
     let routed = match &dead_file {
         Some(d) if !plan.sinks.is_empty() => Some(Routed {
-            handles: plan.spawn(d, &metrics).map_err(|e| anyhow::anyhow!("{e}"))?,
+            handles: plan
+                .spawn(d, &metrics)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
             router: plan.router.clone(),
             dedup: plan.dedup(),
         }),
@@ -334,13 +369,20 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     };
 
     // Dead letters for undecodable messages.
-    let dead = Arc::new(match (&producer, cfg.kafka.as_ref().and_then(|k| k.dead_letter_topic.clone())) {
-        (Some(p), Some(topic)) => DecodeDeadLetters::Kafka(p.clone(), topic),
-        _ => match &dead_file {
-            Some(f) => DecodeDeadLetters::File(f.clone()),
-            None => DecodeDeadLetters::Writer(std::sync::Mutex::new(Box::new(std::io::stderr()))),
+    let dead = Arc::new(
+        match (
+            &producer,
+            cfg.kafka.as_ref().and_then(|k| k.dead_letter_topic.clone()),
+        ) {
+            (Some(p), Some(topic)) => DecodeDeadLetters::Kafka(p.clone(), topic),
+            _ => match &dead_file {
+                Some(f) => DecodeDeadLetters::File(f.clone()),
+                None => {
+                    DecodeDeadLetters::Writer(std::sync::Mutex::new(Box::new(std::io::stderr())))
+                }
+            },
         },
-    });
+    );
 
     // Source.
     let max_bytes = cfg.input.max_message_bytes;
@@ -356,7 +398,8 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         // Readiness follows the consumer's assignment.
         tokio::spawn(async move {
             loop {
-                sh.source_ready.store(connected.load(Ordering::Acquire), Ordering::Release);
+                sh.source_ready
+                    .store(connected.load(Ordering::Acquire), Ordering::Release);
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         });
@@ -385,10 +428,18 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
 
     // Process.
     let p_shared = shared.clone();
-    let process = tokio::task::spawn_blocking(move || process_loop(env_rx, proc_tx, p_shared, max_bytes));
+    let process =
+        tokio::task::spawn_blocking(move || process_loop(env_rx, proc_tx, p_shared, max_bytes));
 
     // Route.
-    let router = tokio::spawn(route_loop(proc_rx, sinks, routed, dead, metrics.clone(), cfg.pipeline.max_in_flight));
+    let router = tokio::spawn(route_loop(
+        proc_rx,
+        sinks,
+        routed,
+        dead,
+        metrics.clone(),
+        cfg.pipeline.max_in_flight,
+    ));
 
     let read = source.await.context("source task")?;
     match &read {
@@ -443,7 +494,12 @@ async fn signal_loop(shared: Arc<Shared>, stop: watch::Sender<bool>) {
     }
 }
 
-fn process_loop(mut rx: mpsc::Receiver<Envelope>, tx: mpsc::Sender<Processed>, shared: Arc<Shared>, max_bytes: usize) {
+fn process_loop(
+    mut rx: mpsc::Receiver<Envelope>,
+    tx: mpsc::Sender<Processed>,
+    shared: Arc<Shared>,
+    max_bytes: usize,
+) {
     let m = &shared.metrics;
     let limits = Limits { max_bytes };
     let mut matcher = Matcher::new();
@@ -460,7 +516,11 @@ fn process_loop(mut rx: mpsc::Receiver<Envelope>, tx: mpsc::Sender<Processed>, s
         let out = match decoded {
             Err(e) => {
                 let origin = env.origin_label();
-                DecodeFailed { error: &e, origin: &origin }.emit(m);
+                DecodeFailed {
+                    error: &e,
+                    origin: &origin,
+                }
+                .emit(m);
                 Processed {
                     alerts: Vec::new(),
                     dead: Some(DeadPost {
@@ -492,7 +552,13 @@ fn process_loop(mut rx: mpsc::Receiver<Envelope>, tx: mpsc::Sender<Processed>, s
                                 severity: r.severity.as_str(),
                             }
                             .emit(m);
-                            Arc::new(alert::build(&rules, mm, &post, Some(fired_at.clone()), Some(env.origin.clone())))
+                            Arc::new(alert::build(
+                                &rules,
+                                mm,
+                                &post,
+                                Some(fired_at.clone()),
+                                Some(env.origin.clone()),
+                            ))
                         })
                         .collect()
                 };
@@ -540,7 +606,14 @@ async fn route_loop(
         for a in &p.alerts {
             for s in &sinks {
                 let (done, wait) = oneshot::channel();
-                match s.tx.send(Delivery { alert: a.clone(), done }).await {
+                match s
+                    .tx
+                    .send(Delivery {
+                        alert: a.clone(),
+                        done,
+                    })
+                    .await
+                {
                     Ok(()) => waits.push(wait),
                     Err(_) => {
                         tracing::error!(sink = %s.name, "sink stopped");
@@ -557,7 +630,14 @@ async fn route_loop(
                         }
                         crate::route::Verdict::Send => {
                             let (done, wait) = oneshot::channel();
-                            match h.tx.send(Delivery { alert: a.clone(), done }).await {
+                            match h
+                                .tx
+                                .send(Delivery {
+                                    alert: a.clone(),
+                                    done,
+                                })
+                                .await
+                            {
                                 Ok(()) => waits.push(wait),
                                 Err(_) => lost = true,
                             }

@@ -15,7 +15,11 @@ fn schema() -> jsonschema::Validator {
 #[test]
 fn check_passes_on_shipped_rules() {
     let out = bin().arg("check").arg(rules_dir()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
 }
 
@@ -31,7 +35,10 @@ fn check_reports_file_line_column_and_exits_1() {
     let out = bin().arg("check").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = format!("{}:6:19: undefined list `no_such_list`", dir.path().join("broken.yaml").display());
+    let want = format!(
+        "{}:6:19: undefined list `no_such_list`",
+        dir.path().join("broken.yaml").display()
+    );
     assert!(err.contains(&want), "want {want:?} in:\n{err}");
 }
 
@@ -52,14 +59,22 @@ fn check_reports_yaml_syntax_errors_with_position() {
 
 #[test]
 fn check_on_missing_dir_fails() {
-    let out = bin().args(["check", "/nonexistent/rules"]).output().unwrap();
+    let out = bin()
+        .args(["check", "/nonexistent/rules"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn test_passes_on_shipped_rules_and_fails_on_a_broken_example() {
     let out = bin().arg("test").arg(rules_dir()).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("r.yaml"),
@@ -69,7 +84,10 @@ fn test_passes_on_shipped_rules_and_fails_on_a_broken_example() {
     let out = bin().arg("test").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("r.yaml:8:") && err.contains("a blockade"), "{err}");
+    assert!(
+        err.contains("r.yaml:8:") && err.contains("a blockade"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,10 +99,20 @@ fn scan_emits_schema_valid_alerts_and_dead_letters_bad_lines() {
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("dl.jsonl");
     let out = run_with_stdin(
-        bin().arg("scan").arg("--rules").arg(rules_dir()).arg("--dead-letter").arg(&dl).arg("-"),
+        bin()
+            .arg("scan")
+            .arg("--rules")
+            .arg(rules_dir())
+            .arg("--dead-letter")
+            .arg(&dl)
+            .arg("-"),
         input.as_bytes(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let alerts = json_lines(&out.stdout);
     let v = schema();
     let mut ids = std::collections::BTreeSet::new();
@@ -97,7 +125,10 @@ fn scan_emits_schema_valid_alerts_and_dead_letters_bad_lines() {
         // Evidence offsets point into the text as published.
         let text = a["post"]["text"].as_str().unwrap();
         for e in a["evidence"].as_array().unwrap() {
-            let (s, t) = (e["start"].as_u64().unwrap() as usize, e["end"].as_u64().unwrap() as usize);
+            let (s, t) = (
+                e["start"].as_u64().unwrap() as usize,
+                e["end"].as_u64().unwrap() as usize,
+            );
             assert_eq!(&text[s..t], e["matched"].as_str().unwrap());
         }
     }
@@ -113,17 +144,30 @@ fn scan_emits_schema_valid_alerts_and_dead_letters_bad_lines() {
 #[test]
 fn scan_is_deterministic_and_never_deduplicates() {
     let input = format!("{PNG_POST}\n{PNG_POST}\n");
-    let run = || run_with_stdin(bin().arg("scan").arg("--rules").arg(rules_dir()), input.as_bytes()).stdout;
+    let run = || {
+        run_with_stdin(
+            bin().arg("scan").arg("--rules").arg(rules_dir()),
+            input.as_bytes(),
+        )
+        .stdout
+    };
     let (a, b) = (run(), run());
     assert_eq!(a, b, "same input, same output");
     let alerts = json_lines(&a);
-    assert!(alerts.len() >= 2 && alerts.len() % 2 == 0, "both copies alert: {}", alerts.len());
+    assert!(
+        alerts.len() >= 2 && alerts.len() % 2 == 0,
+        "both copies alert: {}",
+        alerts.len()
+    );
     assert!(alerts.iter().all(|a| a["schema"] == "attache.alert.v1"));
 }
 
 #[test]
 fn scan_dead_letters_go_to_stderr_without_a_file() {
-    let out = run_with_stdin(bin().arg("scan").arg("--rules").arg(rules_dir()), b"not json\n");
+    let out = run_with_stdin(
+        bin().arg("scan").arg("--rules").arg(rules_dir()),
+        b"not json\n",
+    );
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"reason\":\"invalid_json\""));
@@ -131,17 +175,30 @@ fn scan_dead_letters_go_to_stderr_without_a_file() {
 
 #[test]
 fn scan_explain_adds_rule_location() {
-    let out = run_with_stdin(bin().arg("scan").arg("--explain").arg("--rules").arg(rules_dir()), PNG_POST.as_bytes());
+    let out = run_with_stdin(
+        bin()
+            .arg("scan")
+            .arg("--explain")
+            .arg("--rules")
+            .arg(rules_dir()),
+        PNG_POST.as_bytes(),
+    );
     let alerts = json_lines(&out.stdout);
     assert!(!alerts.is_empty());
-    assert!(alerts[0]["explain"]["rule_file"].as_str().unwrap().ends_with(".yaml"));
+    assert!(alerts[0]["explain"]["rule_file"]
+        .as_str()
+        .unwrap()
+        .ends_with(".yaml"));
 }
 
 #[test]
 fn scan_with_broken_rules_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.yaml"), "rules: 3\n").unwrap();
-    let out = run_with_stdin(bin().arg("scan").arg("--rules").arg(dir.path()), PNG_POST.as_bytes());
+    let out = run_with_stdin(
+        bin().arg("scan").arg("--rules").arg(dir.path()),
+        PNG_POST.as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -157,12 +214,18 @@ fn explain_shows_rule_and_evidence() {
         .arg("explain")
         .arg("--rules")
         .arg(rules_dir())
-        .args(["--text", "Reports that our ambassador was expelled are false."])
+        .args([
+            "--text",
+            "Reports that our ambassador was expelled are false.",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("png.expel_envoy") && s.contains("suppressed by"), "{s}");
+    assert!(
+        s.contains("png.expel_envoy") && s.contains("suppressed by"),
+        "{s}"
+    );
     let out = bin()
         .arg("explain")
         .arg("--rules")
@@ -172,7 +235,11 @@ fn explain_shows_rule_and_evidence() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["rules"].as_array().unwrap().iter().any(|r| r["fired"] == true));
+    assert!(v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["fired"] == true));
 }
 
 #[test]
@@ -188,10 +255,19 @@ fn eval_prints_scores_and_errors() {
         ),
     )
     .unwrap();
-    let out = bin().arg("eval").arg("--rules").arg(rules_dir()).arg(&f).output().unwrap();
+    let out = bin()
+        .arg("eval")
+        .arg("--rules")
+        .arg(rules_dir())
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("persona_non_grata") && s.contains("1.000"), "{s}");
+    assert!(
+        s.contains("persona_non_grata") && s.contains("1.000"),
+        "{s}"
+    );
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
@@ -203,11 +279,20 @@ fn run_embedded_default_prints_alerts_and_exits_0() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let alerts = json_lines(&out.stdout);
-    let cats: std::collections::BTreeSet<&str> =
-        alerts.iter().map(|a| a["rule"]["category"].as_str().unwrap()).collect();
-    assert!(cats.contains("persona_non_grata") && cats.contains("incendiary_imagery"), "{cats:?}");
+    let cats: std::collections::BTreeSet<&str> = alerts
+        .iter()
+        .map(|a| a["rule"]["category"].as_str().unwrap())
+        .collect();
+    assert!(
+        cats.contains("persona_non_grata") && cats.contains("incendiary_imagery"),
+        "{cats:?}"
+    );
     let v = schema();
     for a in &alerts {
         assert!(v.is_valid(a), "{a}");
@@ -223,7 +308,11 @@ fn run_outside_the_repo_uses_embedded_rules() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!json_lines(&out.stdout).is_empty());
 }
 
@@ -270,12 +359,21 @@ fn run_follow_serves_ops_endpoints_until_sigterm() {
     assert_eq!(code, 200);
     assert!(metrics.contains("attache_posts_consumed_total"));
     assert!(metrics.contains("attache_alerts_total{category=\"persona_non_grata\""));
-    let (code, ex) = http_request(port, "POST", "/explain", r#"{"id":"1","text":"We expel the ambassador."}"#).unwrap();
+    let (code, ex) = http_request(
+        port,
+        "POST",
+        "/explain",
+        r#"{"id":"1","text":"We expel the ambassador."}"#,
+    )
+    .unwrap();
     assert_eq!(code, 200, "{ex}");
     assert!(ex.contains("png.expel_envoy"));
     // SIGTERM: clean exit 0.
     let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -71,7 +71,10 @@ impl Proc {
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or_else(|| panic!("{} is not running", self.name))
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("{} is not running", self.name))
     }
 
     /// `kill -9` and reap.
@@ -114,7 +117,11 @@ impl Drop for Proc {
 
 fn tansu_bin() -> PathBuf {
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("tansu"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
     on_path
@@ -178,7 +185,13 @@ impl Broker {
             "tansu",
             Command::new(tansu_bin())
                 .current_dir(dir)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
                 .args(["--storage-engine", engine]),
             &dir.join(format!("tansu-{n}.log")),
         )
@@ -191,7 +204,13 @@ impl Broker {
     fn create_topic(&self, name: &str, partitions: i32) {
         let out = Command::new(tansu_bin())
             .current_dir(&self.dir)
-            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .output()
             .expect("run tansu topic create");
@@ -209,10 +228,17 @@ impl Broker {
 
     /// Start again on the same port and storage.
     fn restart(&mut self) {
-        assert!(self.storage == Storage::Sqlite, "a memory broker loses its topics on restart");
+        assert!(
+            self.storage == Storage::Sqlite,
+            "a memory broker loses its topics on restart"
+        );
         self.proc = Self::spawn(&self.dir, self.port, self.storage, self.starts);
         self.starts += 1;
-        assert!(wait_port(self.port), "tansu did not come back on {}", self.addr());
+        assert!(
+            wait_port(self.port),
+            "tansu did not come back on {}",
+            self.addr()
+        );
     }
 }
 
@@ -249,7 +275,10 @@ macro_rules! ensure {
 
 impl Fixture {
     fn new(storage: Storage, topics: &[(&str, i32)]) -> Self {
-        let dir = tempfile::Builder::new().prefix("attache-kafka-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("attache-kafka-")
+            .tempdir()
+            .expect("temp dir");
         let broker = Broker::start(dir.path(), storage);
         for (t, p) in topics {
             broker.create_topic(t, *p);
@@ -264,7 +293,12 @@ impl Fixture {
             runs: AtomicUsize::new(0),
         };
         let out = bin().arg("check").arg(&fx.rules).output().unwrap();
-        ensure!(fx, out.status.success(), "test rules: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            fx,
+            out.status.success(),
+            "test rules: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         fx
     }
 
@@ -280,18 +314,35 @@ impl Fixture {
         d
     }
 
-    /// The last lines of every log in the temp dir, for failure messages.
+    /// For failure messages: the last lines of every log of the test, whose whole
+    /// files are copied out of the temp dir (which goes with the test).
     fn logs(&self) -> String {
         let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
         names.retain(|p| p.extension().is_some_and(|e| e == "log"));
         names.sort();
-        names
+        let kept = std::env::temp_dir().join(format!(
+            "{}-logs",
+            self.dir
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ));
+        let _ = std::fs::create_dir_all(&kept);
+        let tails: Vec<String> = names
             .iter()
-            .map(|p| format!("--- {} (tail)\n{}", p.display(), tail(p, 30)))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .map(|p| {
+                let _ = std::fs::copy(p, kept.join(p.file_name().unwrap_or_default()));
+                format!("--- {} (tail)\n{}", p.display(), tail(p, 30))
+            })
+            .collect();
+        format!(
+            "{}\n(whole logs kept in {})",
+            tails.join("\n"),
+            kept.display()
+        )
     }
 
     /// Write a config (config/kafka.example.toml with this test's broker, group, rules,
@@ -299,12 +350,18 @@ impl Fixture {
     fn attache(&self, group: &str, rules: &Path, tweak: impl FnOnce(&mut toml::Table)) -> Attache {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let port = free_port();
-        let mut cfg: toml::Table = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kafka.example.toml"))
-            .expect("read config/kafka.example.toml")
-            .parse()
-            .expect("config/kafka.example.toml is TOML");
+        let mut cfg: toml::Table = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/kafka.example.toml"
+        ))
+        .expect("read config/kafka.example.toml")
+        .parse()
+        .expect("config/kafka.example.toml is TOML");
         let table = |cfg: &toml::Table, k: &str| -> toml::Table {
-            cfg.get(k).and_then(|v| v.as_table()).cloned().unwrap_or_default()
+            cfg.get(k)
+                .and_then(|v| v.as_table())
+                .cloned()
+                .unwrap_or_default()
         };
         let mut kafka = table(&cfg, "kafka");
         kafka.insert("brokers".into(), self.broker.addr().into());
@@ -324,14 +381,26 @@ impl Fixture {
         std::fs::write(&path, toml::to_string(&cfg).expect("config serialises")).unwrap();
         let proc = Proc::spawn(
             &format!("attache-{n}"),
-            bin().arg("run").arg("--config").arg(&path).env("RUST_LOG", "info"),
+            bin()
+                .arg("run")
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "info"),
             &self.path(&format!("attache-{n}.log")),
         );
         let mut a = Attache { proc, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while http_get(port, "/healthz").is_none_or(|(s, _)| s != 200) {
-            ensure!(self, a.proc.exited().is_none(), "attache-{n} exited at start-up");
-            ensure!(self, Instant::now() < deadline, "attache-{n} serves no /healthz on port {port}");
+            ensure!(
+                self,
+                a.proc.exited().is_none(),
+                "attache-{n} exited at start-up"
+            );
+            ensure!(
+                self,
+                Instant::now() < deadline,
+                "attache-{n} serves no /healthz on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         a
@@ -341,8 +410,18 @@ impl Fixture {
     fn wait_ready(&self, a: &mut Attache) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(a.port, "/readyz").is_none_or(|(s, _)| s != 200) {
-            ensure!(self, a.proc.exited().is_none(), "{} exited before it was ready", a.proc.name);
-            ensure!(self, Instant::now() < deadline, "{} never became ready (no partitions assigned)", a.proc.name);
+            ensure!(
+                self,
+                a.proc.exited().is_none(),
+                "{} exited before it was ready",
+                a.proc.name
+            );
+            ensure!(
+                self,
+                Instant::now() < deadline,
+                "{} never became ready (no partitions assigned)",
+                a.proc.name
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -351,8 +430,16 @@ impl Fixture {
     fn terminate(&self, a: &mut Attache) {
         let name = a.proc.name.clone();
         let st = a.proc.terminate(Duration::from_secs(30));
-        ensure!(self, st.is_some(), "{name} did not exit within 30 s of SIGTERM");
-        ensure!(self, st.is_some_and(|s| s.success()), "{name} exited with {st:?} after SIGTERM");
+        ensure!(
+            self,
+            st.is_some(),
+            "{name} did not exit within 30 s of SIGTERM"
+        );
+        ensure!(
+            self,
+            st.is_some_and(|s| s.success()),
+            "{name} exited with {st:?} after SIGTERM"
+        );
     }
 
     /// What `attache scan` says for the same posts: alert ids, and the reason of
@@ -375,16 +462,27 @@ impl Fixture {
             .arg(&posts)
             .output()
             .unwrap();
-        ensure!(self, out.status.success(), "attache scan: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            self,
+            out.status.success(),
+            "attache scan: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut e = Expected::default();
         for a in common::json_lines(&out.stdout) {
             let id = a["id"].as_str().expect("alert id").to_string();
-            e.post_of.insert(id.clone(), a["post"]["id"].as_str().unwrap_or_default().to_string());
+            e.post_of.insert(
+                id.clone(),
+                a["post"]["id"].as_str().unwrap_or_default().to_string(),
+            );
             e.ids.insert(id);
         }
         for d in common::json_lines(&std::fs::read(&dl).unwrap_or_default()) {
             let line = d["line"].as_u64().expect("dead letter line") as usize;
-            e.dead.insert(line - 1, d["reason"].as_str().unwrap_or_default().to_string());
+            e.dead.insert(
+                line - 1,
+                d["reason"].as_str().unwrap_or_default().to_string(),
+            );
         }
         e
     }
@@ -442,7 +540,8 @@ fn stream(n: usize) -> Vec<Msg> {
     let mut out = Vec::with_capacity(n + 3);
     for i in 0..n {
         let c = STATES[i % STATES.len()];
-        let mut text = format!("Statement {i}: the minister met counterparts on trade and culture.");
+        let mut text =
+            format!("Statement {i}: the minister met counterparts on trade and culture.");
         if i % 7 == 0 {
             text.push_str(" We expel the ambassador, who must leave within 48 hours.");
         }
@@ -458,7 +557,11 @@ fn stream(n: usize) -> Vec<Msg> {
             key: format!("k{}", i % 101),
             value: post.to_string().into_bytes(),
         });
-        for (at, bad) in [(n / 4, &br#"{"id": "x1", "text": "#[..]), (n / 2, b"not json at all"), (3 * n / 4, br#"{"id": 3, "text": 4}"#)] {
+        for (at, bad) in [
+            (n / 4, &br#"{"id": "x1", "text": "#[..]),
+            (n / 2, b"not json at all"),
+            (3 * n / 4, br#"{"id": 3, "text": 4}"#),
+        ] {
             if i == at {
                 out.push(Msg {
                     key: format!("bad{i}"),
@@ -498,7 +601,10 @@ impl ProducerContext for Reports {
     fn delivery(&self, r: &DeliveryResult<'_>, i: Box<usize>) {
         match r {
             Ok(m) => {
-                self.at.lock().unwrap().insert(*i, (m.partition(), m.offset()));
+                self.at
+                    .lock()
+                    .unwrap()
+                    .insert(*i, (m.partition(), m.offset()));
             }
             Err(_) => {
                 self.failed.fetch_add(1, Ordering::SeqCst);
@@ -508,8 +614,15 @@ impl ProducerContext for Reports {
 }
 
 /// Produce `msgs` to `topic`, `per_tick` messages every 20 ms (`usize::MAX`: at
-/// once), and wait for every delivery. Returns where each message landed (by index).
-fn produce(brokers: &str, topic: &str, msgs: &[Msg], per_tick: usize) -> HashMap<usize, (i32, i64)> {
+/// once), counting them in `sent`, and wait for every delivery. Returns where each
+/// message landed (by index).
+fn produce(
+    brokers: &str,
+    topic: &str,
+    msgs: &[Msg],
+    per_tick: usize,
+    sent: &AtomicUsize,
+) -> HashMap<usize, (i32, i64)> {
     let ctx = Reports {
         failed: AtomicUsize::new(0),
         at: Mutex::new(HashMap::new()),
@@ -522,7 +635,9 @@ fn produce(brokers: &str, topic: &str, msgs: &[Msg], per_tick: usize) -> HashMap
         .create_with_context(ctx)
         .expect("test producer");
     for (i, m) in msgs.iter().enumerate() {
-        let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i)).key(&m.key).payload(&m.value);
+        let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i))
+            .key(&m.key)
+            .payload(&m.value);
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -533,21 +648,53 @@ fn produce(brokers: &str, topic: &str, msgs: &[Msg], per_tick: usize) -> HashMap
             }
         }
         p.poll(Duration::ZERO);
+        sent.fetch_add(1, Ordering::SeqCst);
         if per_tick != usize::MAX && (i + 1) % per_tick == 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    p.flush(Duration::from_secs(150)).expect("test producer flush");
+    p.flush(Duration::from_secs(150))
+        .expect("test producer flush");
     let ctx = p.context();
-    assert_eq!(ctx.failed.load(Ordering::SeqCst), 0, "test producer: deliveries failed");
+    assert_eq!(
+        ctx.failed.load(Ordering::SeqCst),
+        0,
+        "test producer: deliveries failed"
+    );
     let at = ctx.at.lock().unwrap().clone();
     assert_eq!(at.len(), msgs.len(), "test producer: deliveries missing");
     at
 }
 
-/// Produce on a background thread (the stream keeps flowing while the test acts).
-fn produce_in_background(brokers: String, topic: &'static str, msgs: Vec<Msg>, per_tick: usize) -> std::thread::JoinHandle<HashMap<usize, (i32, i64)>> {
-    std::thread::spawn(move || produce(&brokers, topic, &msgs, per_tick))
+/// A stream produced on a background thread while the test acts.
+struct Background {
+    sent: Arc<AtomicUsize>,
+    total: usize,
+    thread: std::thread::JoinHandle<HashMap<usize, (i32, i64)>>,
+}
+
+impl Background {
+    fn start(brokers: String, topic: &'static str, msgs: Vec<Msg>, per_tick: usize) -> Self {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let total = msgs.len();
+        let s = sent.clone();
+        let thread = std::thread::spawn(move || produce(&brokers, topic, &msgs, per_tick, &s));
+        Self {
+            sent,
+            total,
+            thread,
+        }
+    }
+
+    /// Messages handed to the producer so far.
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Wait for every delivery.
+    fn join(self) -> HashMap<usize, (i32, i64)> {
+        self.thread.join().expect("producer thread")
+    }
 }
 
 /// One record read back.
@@ -608,7 +755,13 @@ impl Reader {
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .to_string(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -636,9 +789,18 @@ fn missing(got: &BTreeSet<String>, e: &Expected) -> String {
         .ids
         .difference(got)
         .take(10)
-        .map(|id| format!("{id} (post {})", e.post_of.get(id).map(String::as_str).unwrap_or("?")))
+        .map(|id| {
+            format!(
+                "{id} (post {})",
+                e.post_of.get(id).map(String::as_str).unwrap_or("?")
+            )
+        })
         .collect();
-    format!("{} of {} expected alerts missing, e.g. {miss:?}", e.ids.difference(got).count(), e.ids.len())
+    format!(
+        "{} of {} expected alerts missing, e.g. {miss:?}",
+        e.ids.difference(got).count(),
+        e.ids.len()
+    )
 }
 
 fn duplicates(recs: &[Rec]) -> Vec<(String, usize)> {
@@ -661,7 +823,9 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Op
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => Some(o),
@@ -686,47 +850,103 @@ fn end_offsets(at: &HashMap<usize, (i32, i64)>, partitions: i32) -> Vec<i64> {
 
 #[test]
 fn a_every_alert_and_dead_letter_then_offsets_committed_at_the_end() {
-    let fx = Fixture::new(Storage::Memory, &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)]);
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)],
+    );
     let msgs = stream(1500);
     let exp = fx.expected(&fx.rules, &msgs);
-    assert!(exp.ids.len() >= 200 && exp.dead.len() == 3, "{} alerts, {} dead letters expected", exp.ids.len(), exp.dead.len());
-    let at = produce(&fx.broker.addr(), "posts", &msgs, usize::MAX);
+    assert!(
+        exp.ids.len() >= 200 && exp.dead.len() == 3,
+        "{} alerts, {} dead letters expected",
+        exp.ids.len(),
+        exp.dead.len()
+    );
+    let at = produce(
+        &fx.broker.addr(),
+        "posts",
+        &msgs,
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
 
     let mut a = fx.attache("attache", &fx.rules, |_| {});
     let mut alerts = Reader::new(&fx.broker.addr(), "alerts", 3, Offset::Beginning);
     let ok = alerts.until(Duration::from_secs(60), |r| has_all(r, &exp.ids));
-    ensure!(fx, ok, "alerts topic: {}", missing(&alerts.alert_ids(), &exp));
+    ensure!(
+        fx,
+        ok,
+        "alerts topic: {}",
+        missing(&alerts.alert_ids(), &exp)
+    );
     let unexpected: Vec<String> = alerts.alert_ids().difference(&exp.ids).cloned().collect();
-    ensure!(fx, unexpected.is_empty(), "alerts scan does not give: {unexpected:?}");
+    ensure!(
+        fx,
+        unexpected.is_empty(),
+        "alerts scan does not give: {unexpected:?}"
+    );
 
     // Each alert is the post's, from where it was produced, keyed ACTOR>TARGET.
     let index_of: HashMap<String, usize> = msgs
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| Some((serde_json::from_slice::<serde_json::Value>(&m.value).ok()?["id"].as_str()?.to_string(), i)))
+        .filter_map(|(i, m)| {
+            Some((
+                serde_json::from_slice::<serde_json::Value>(&m.value).ok()?["id"]
+                    .as_str()?
+                    .to_string(),
+                i,
+            ))
+        })
         .collect();
     for r in &alerts.recs {
         let v = r.json();
         let i = index_of[v["post"]["id"].as_str().unwrap_or_default()];
         let (p, o) = at[&i];
         let src = &v["source"];
-        ensure!(fx, src["topic"] == "posts" && src["partition"] == p && src["offset"] == o, "alert {} has source {src}, produced at posts/{p}@{o}", r.alert_id());
+        ensure!(
+            fx,
+            src["topic"] == "posts" && src["partition"] == p && src["offset"] == o,
+            "alert {} has source {src}, produced at posts/{p}@{o}",
+            r.alert_id()
+        );
         let actor = v["actor"].as_str().unwrap_or_default();
-        let key = match v["targets"].as_array().and_then(|t| t.first()).and_then(|t| t.as_str()) {
+        let key = match v["targets"]
+            .as_array()
+            .and_then(|t| t.first())
+            .and_then(|t| t.as_str())
+        {
             Some(t) => format!("{actor}>{t}"),
             None => actor.to_string(),
         };
-        ensure!(fx, r.key.as_deref() == Some(key.as_str()), "alert {} keyed {:?}, want {key:?}", r.alert_id(), r.key);
+        ensure!(
+            fx,
+            r.key.as_deref() == Some(key.as_str()),
+            "alert {} keyed {:?}, want {key:?}",
+            r.alert_id(),
+            r.key
+        );
     }
 
     // Every malformed message on the dead-letter topic: original bytes, reason, origin.
     let mut dlq = Reader::new(&fx.broker.addr(), "posts.dlq", 1, Offset::Beginning);
     let ok = dlq.until(Duration::from_secs(30), |r| r.len() >= exp.dead.len());
-    ensure!(fx, ok, "dead-letter topic holds {} of {} messages", dlq.recs.len(), exp.dead.len());
+    ensure!(
+        fx,
+        ok,
+        "dead-letter topic holds {} of {} messages",
+        dlq.recs.len(),
+        exp.dead.len()
+    );
     for (i, reason) in &exp.dead {
         let (p, o) = at[i];
         let d = dlq.recs.iter().find(|r| r.value == msgs[*i].value);
-        ensure!(fx, d.is_some(), "no dead letter for {:?}", String::from_utf8_lossy(&msgs[*i].value));
+        ensure!(
+            fx,
+            d.is_some(),
+            "no dead letter for {:?}",
+            String::from_utf8_lossy(&msgs[*i].value)
+        );
         let h = &d.unwrap().headers;
         let want = [
             ("attache-reason", reason.clone()),
@@ -737,48 +957,92 @@ fn a_every_alert_and_dead_letter_then_offsets_committed_at_the_end() {
             ("attache-original-size", msgs[*i].value.len().to_string()),
         ];
         for (k, v) in want {
-            ensure!(fx, h.get(k) == Some(&v), "dead letter {:?}: header {k} = {:?}, want {v:?} (all: {h:?})", String::from_utf8_lossy(&msgs[*i].value), h.get(k));
+            ensure!(
+                fx,
+                h.get(k) == Some(&v),
+                "dead letter {:?}: header {k} = {:?}, want {v:?} (all: {h:?})",
+                String::from_utf8_lossy(&msgs[*i].value),
+                h.get(k)
+            );
         }
-        ensure!(fx, h.get("attache-error").is_some_and(|e| !e.is_empty()), "dead letter without attache-error: {h:?}");
+        ensure!(
+            fx,
+            h.get("attache-error").is_some_and(|e| !e.is_empty()),
+            "dead letter without attache-error: {h:?}"
+        );
     }
-    ensure!(fx, dlq.recs.len() == exp.dead.len(), "{} dead letters, want {}", dlq.recs.len(), exp.dead.len());
+    ensure!(
+        fx,
+        dlq.recs.len() == exp.dead.len(),
+        "{} dead letters, want {}",
+        dlq.recs.len(),
+        exp.dead.len()
+    );
 
     // Every message read, then SIGTERM: drained and committed up to the end.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while a.metric("attache_kafka_messages_consumed_total", "topic=\"posts\"").unwrap_or(0.0) < msgs.len() as f64 {
-        ensure!(fx, Instant::now() < deadline, "attache consumed {:?} of {} messages", a.metric("attache_kafka_messages_consumed_total", ""), msgs.len());
+    while a
+        .metric("attache_kafka_messages_consumed_total", "topic=\"posts\"")
+        .unwrap_or(0.0)
+        < msgs.len() as f64
+    {
+        ensure!(
+            fx,
+            Instant::now() < deadline,
+            "attache consumed {:?} of {} messages",
+            a.metric("attache_kafka_messages_consumed_total", ""),
+            msgs.len()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     fx.terminate(&mut a);
     let end = end_offsets(&at, 3);
     let got = committed(&fx.broker.addr(), "attache", "posts", 3);
     let want: Vec<Option<i64>> = end.iter().map(|e| Some(*e)).collect();
-    ensure!(fx, got == want, "committed offsets {got:?}, end offsets {end:?}");
+    ensure!(
+        fx,
+        got == want,
+        "committed offsets {got:?}, end offsets {end:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
 // (b), (c): restarts of attache in the middle of a stream that keeps flowing.
 
 /// Start attache, stream `msgs` while it runs, and stop it (with `stop`) once a
-/// quarter of the expected alerts are out; restart it and return the whole alerts
+/// tenth of the expected alerts are out; restart it and return the whole alerts
 /// topic once every expected alert is on it.
-fn restart_mid_stream(fx: &Fixture, msgs: Vec<Msg>, exp: &Expected, stop: impl FnOnce(&Fixture, &mut Attache)) -> Reader {
+fn restart_mid_stream(
+    fx: &Fixture,
+    msgs: Vec<Msg>,
+    exp: &Expected,
+    stop: impl FnOnce(&Fixture, &mut Attache),
+) -> Reader {
     let mut a = fx.attache("attache", &fx.rules, |_| {});
     fx.wait_ready(&mut a);
-    let producer = produce_in_background(fx.broker.addr(), "posts", msgs, 25);
+    let producer = Background::start(fx.broker.addr(), "posts", msgs, 20);
     let mut watch = Reader::new(&fx.broker.addr(), "alerts", 3, Offset::Beginning);
-    let quarter = exp.ids.len() / 4;
-    let ok = watch.until(Duration::from_secs(60), |r| r.len() >= quarter);
+    let some = exp.ids.len() / 10;
+    let ok = watch.until(Duration::from_secs(60), |r| r.len() >= some);
     ensure!(fx, ok, "only {} alerts within 60 s", watch.recs.len());
     stop(fx, &mut a);
-    let seen = watch.alert_ids().len();
-    ensure!(fx, !producer.is_finished() || seen < exp.ids.len(), "the stream was over before the stop: the scenario is not mid-stream");
+    let (seen, at) = (watch.alert_ids().len(), producer.sent());
+    ensure!(
+        fx,
+        at < producer.total,
+        "the stream was over before the stop: the scenario is not mid-stream"
+    );
     drop(a);
     let _b = fx.attache("attache", &fx.rules, |_| {});
-    producer.join().expect("producer thread");
+    producer.join();
     let mut all = Reader::new(&fx.broker.addr(), "alerts", 3, Offset::Beginning);
     let ok = all.until(Duration::from_secs(90), |r| has_all(r, &exp.ids));
-    ensure!(fx, ok, "after the restart (stopped at {seen} alerts): {}", missing(&all.alert_ids(), exp));
+    ensure!(
+        fx,
+        ok,
+        "after the restart (stopped at {seen} alerts, {at} posts sent): {}",
+        missing(&all.alert_ids(), exp)
+    );
     // Let a late duplicate show up before judging.
     all.until(Duration::from_secs(2), |_| false);
     all
@@ -786,21 +1050,36 @@ fn restart_mid_stream(fx: &Fixture, msgs: Vec<Msg>, exp: &Expected, stop: impl F
 
 #[test]
 fn b_kill9_mid_stream_then_restart_delivers_every_alert_at_least_once() {
-    let fx = Fixture::new(Storage::Memory, &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)]);
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)],
+    );
     let msgs = stream(2000);
     let exp = fx.expected(&fx.rules, &msgs);
     let all = restart_mid_stream(&fx, msgs, &exp, |_, a| a.proc.kill9());
-    eprintln!("kill -9: {} alerts re-sent after the restart (at-least-once)", duplicates(&all.recs).len());
+    eprintln!(
+        "kill -9: {} alerts re-sent after the restart (at-least-once)",
+        duplicates(&all.recs).len()
+    );
 }
 
 #[test]
 fn c_sigterm_mid_stream_then_restart_delivers_every_alert_exactly_once() {
-    let fx = Fixture::new(Storage::Memory, &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)]);
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)],
+    );
     let msgs = stream(2000);
     let exp = fx.expected(&fx.rules, &msgs);
     let all = restart_mid_stream(&fx, msgs, &exp, |fx, a| fx.terminate(a));
     let dup = duplicates(&all.recs);
-    ensure!(fx, dup.is_empty(), "{} alerts twice after SIGTERM + restart, e.g. {:?}", dup.len(), &dup[..dup.len().min(10)]);
+    ensure!(
+        fx,
+        dup.is_empty(),
+        "{} alerts twice after SIGTERM + restart, e.g. {:?}",
+        dup.len(),
+        &dup[..dup.len().min(10)]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -808,26 +1087,41 @@ fn c_sigterm_mid_stream_then_restart_delivers_every_alert_exactly_once() {
 
 #[test]
 fn d_two_members_share_six_partitions_and_deliver_every_alert() {
-    let fx = Fixture::new(Storage::Memory, &[("posts", 6), ("alerts", 3), ("posts.dlq", 1)]);
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 6), ("alerts", 3), ("posts.dlq", 1)],
+    );
     let msgs = stream(2000);
     let exp = fx.expected(&fx.rules, &msgs);
     let mut a = fx.attache("attache", &fx.rules, |_| {});
     fx.wait_ready(&mut a);
     let mut b = fx.attache("attache", &fx.rules, |_| {});
     fx.wait_ready(&mut b);
-    let producer = produce_in_background(fx.broker.addr(), "posts", msgs, 50);
+    let producer = Background::start(fx.broker.addr(), "posts", msgs, 50);
     let mut all = Reader::new(&fx.broker.addr(), "alerts", 3, Offset::Beginning);
     let ok = all.until(Duration::from_secs(90), |r| has_all(r, &exp.ids));
-    producer.join().expect("producer thread");
+    producer.join();
     ensure!(fx, ok, "two members: {}", missing(&all.alert_ids(), &exp));
-    let consumed = |x: &Attache| x.metric("attache_kafka_messages_consumed_total", "topic=\"posts\"").unwrap_or(0.0);
+    let consumed = |x: &Attache| {
+        x.metric("attache_kafka_messages_consumed_total", "topic=\"posts\"")
+            .unwrap_or(0.0)
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while consumed(&a) + consumed(&b) < (exp.dead.len() + 2000) as f64 && Instant::now() < deadline {
+    while consumed(&a) + consumed(&b) < (exp.dead.len() + 2000) as f64 && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (na, nb) = (consumed(&a), consumed(&b));
-    ensure!(fx, na > 0.0 && nb > 0.0, "both members should read partitions: consumed {na} and {nb}");
-    ensure!(fx, a.proc.exited().is_none() && b.proc.exited().is_none(), "a member died");
+    ensure!(
+        fx,
+        na > 0.0 && nb > 0.0,
+        "both members should read partitions: consumed {na} and {nb}"
+    );
+    ensure!(
+        fx,
+        a.proc.exited().is_none() && b.proc.exited().is_none(),
+        "a member died"
+    );
     eprintln!("two members consumed {na} and {nb} messages");
 }
 
@@ -836,27 +1130,47 @@ fn d_two_members_share_six_partitions_and_deliver_every_alert() {
 
 #[test]
 fn e_broker_killed_and_restarted_mid_stream_loses_no_alert() {
-    let mut fx = Fixture::new(Storage::Sqlite, &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)]);
+    let mut fx = Fixture::new(
+        Storage::Sqlite,
+        &[("posts", 3), ("alerts", 3), ("posts.dlq", 1)],
+    );
     let msgs = stream(2000);
     let exp = fx.expected(&fx.rules, &msgs);
     let mut a = fx.attache("attache", &fx.rules, |_| {});
     fx.wait_ready(&mut a);
-    let producer = produce_in_background(fx.broker.addr(), "posts", msgs, 25);
+    let producer = Background::start(fx.broker.addr(), "posts", msgs, 20);
     let mut watch = Reader::new(&fx.broker.addr(), "alerts", 3, Offset::Beginning);
-    let quarter = exp.ids.len() / 4;
-    let ok = watch.until(Duration::from_secs(60), |r| r.len() >= quarter);
+    let some = exp.ids.len() / 10;
+    let ok = watch.until(Duration::from_secs(60), |r| r.len() >= some);
     ensure!(fx, ok, "only {} alerts within 60 s", watch.recs.len());
-    fx.broker.kill9();
-    ensure!(fx, !producer.is_finished(), "the stream was over before the broker was killed: the scenario is not mid-stream");
     drop(watch);
+    fx.broker.kill9();
+    let at = producer.sent();
+    ensure!(
+        fx,
+        at < producer.total,
+        "the stream was over before the broker was killed: the scenario is not mid-stream"
+    );
     std::thread::sleep(Duration::from_secs(1));
     fx.broker.restart();
-    producer.join().expect("producer thread");
+    producer.join();
     let mut all = Reader::new(&fx.broker.addr(), "alerts", 3, Offset::Beginning);
     let ok = all.until(Duration::from_secs(120), |r| has_all(r, &exp.ids));
-    ensure!(fx, ok, "after the broker restart: {}", missing(&all.alert_ids(), &exp));
-    ensure!(fx, a.proc.exited().is_none(), "attache died with the broker");
-    eprintln!("broker restart: {} alerts re-sent", duplicates(&all.recs).len());
+    ensure!(
+        fx,
+        ok,
+        "after the broker restart (killed at {at} posts sent): {}",
+        missing(&all.alert_ids(), &exp)
+    );
+    ensure!(
+        fx,
+        a.proc.exited().is_none(),
+        "attache died with the broker"
+    );
+    eprintln!(
+        "broker restart: {} alerts re-sent",
+        duplicates(&all.recs).len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -867,31 +1181,81 @@ fn e_broker_killed_and_restarted_mid_stream_loses_no_alert() {
 /// processed must be exactly the one after the last completed one.
 #[test]
 fn f_after_a_restart_the_first_message_processed_is_the_one_after_the_last_completed() {
-    let fx = Fixture::new(Storage::Memory, &[("posts", 1), ("alerts", 1), ("posts.dlq", 1)]);
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 1), ("alerts", 1), ("posts.dlq", 1)],
+    );
     let every = fx.rules_every_post();
-    produce(&fx.broker.addr(), "posts", &bulletins(0, 10), usize::MAX);
+    produce(
+        &fx.broker.addr(),
+        "posts",
+        &bulletins(0, 10),
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
     let mut a = fx.attache("attache", &every, |_| {});
     let mut alerts = Reader::new(&fx.broker.addr(), "alerts", 1, Offset::Beginning);
     let ok = alerts.until(Duration::from_secs(30), |r| r.len() >= 10);
     ensure!(fx, ok, "first run: {} of 10 alerts", alerts.recs.len());
     fx.terminate(&mut a);
     let c = committed(&fx.broker.addr(), "attache", "posts", 1);
-    ensure!(fx, c == vec![Some(10)], "committed after P0..P9: {c:?}, want [Some(10)] (the next message to read)");
+    ensure!(
+        fx,
+        c == vec![Some(10)],
+        "committed after P0..P9: {c:?}, want [Some(10)] (the next message to read)"
+    );
     alerts.until(Duration::from_secs(2), |_| false);
-    ensure!(fx, alerts.recs.len() == 10, "{} alerts after the first run, want 10", alerts.recs.len());
+    ensure!(
+        fx,
+        alerts.recs.len() == 10,
+        "{} alerts after the first run, want 10",
+        alerts.recs.len()
+    );
 
-    produce(&fx.broker.addr(), "posts", &bulletins(10, 20), usize::MAX);
+    produce(
+        &fx.broker.addr(),
+        "posts",
+        &bulletins(10, 20),
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
     let _b = fx.attache("attache", &every, |_| {});
     let ok = alerts.until(Duration::from_secs(30), |r| r.len() >= 20);
-    ensure!(fx, ok, "second run: {} of 10 alerts", alerts.recs.len() - 10);
+    ensure!(
+        fx,
+        ok,
+        "second run: {} of 10 alerts",
+        alerts.recs.len() - 10
+    );
     alerts.until(Duration::from_secs(2), |_| false);
     let after = &alerts.recs[10..];
-    let posts: Vec<String> = after.iter().map(|r| r.json()["post"]["id"].as_str().unwrap_or_default().to_string()).collect();
-    ensure!(fx, posts.first().map(String::as_str) == Some("P10"), "first alert after the restart is for {:?}, want P10 (all: {posts:?})", posts.first());
+    let posts: Vec<String> = after
+        .iter()
+        .map(|r| {
+            r.json()["post"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    ensure!(
+        fx,
+        posts.first().map(String::as_str) == Some("P10"),
+        "first alert after the restart is for {:?}, want P10 (all: {posts:?})",
+        posts.first()
+    );
     let src = after[0].json()["source"]["offset"].clone();
-    ensure!(fx, src == 10, "first alert after the restart comes from offset {src}, want 10");
+    ensure!(
+        fx,
+        src == 10,
+        "first alert after the restart comes from offset {src}, want 10"
+    );
     let want: Vec<String> = (10..20).map(|i| format!("P{i}")).collect();
-    ensure!(fx, posts == want, "alerts after the restart: {posts:?}, want P10..P19 once each");
+    ensure!(
+        fx,
+        posts == want,
+        "alerts after the restart: {posts:?}, want P10..P19 once each"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -901,25 +1265,245 @@ fn f_after_a_restart_the_first_message_processed_is_the_one_after_the_last_compl
 /// consumer-lag gauge (from librdkafka statistics every 500 ms) appears per partition.
 #[test]
 fn g_readiness_follows_the_assignment_and_consumer_lag_is_exported() {
-    let mut fx = Fixture::new(Storage::Sqlite, &[("posts", 2), ("alerts", 1), ("posts.dlq", 1)]);
-    produce(&fx.broker.addr(), "posts", &stream(200), usize::MAX);
+    let mut fx = Fixture::new(
+        Storage::Sqlite,
+        &[("posts", 2), ("alerts", 1), ("posts.dlq", 1)],
+    );
+    produce(
+        &fx.broker.addr(),
+        "posts",
+        &stream(200),
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
     fx.broker.kill9();
     let mut a = fx.attache("attache", &fx.rules, |_| {});
     for _ in 0..10 {
         let r = http_get(a.port, "/readyz").map(|(s, _)| s);
-        ensure!(fx, r == Some(503), "/readyz = {r:?} with the broker down, want 503");
+        ensure!(
+            fx,
+            r == Some(503),
+            "/readyz = {r:?} with the broker down, want 503"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     fx.broker.restart();
     fx.wait_ready(&mut a);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let lag: Vec<Option<f64>> = (0..2).map(|p| a.metric("attache_kafka_consumer_lag_messages", &format!("partition=\"{p}\""))).collect();
+        let lag: Vec<Option<f64>> = (0..2)
+            .map(|p| {
+                a.metric(
+                    "attache_kafka_consumer_lag_messages",
+                    &format!("partition=\"{p}\""),
+                )
+            })
+            .collect();
         if lag.iter().all(Option::is_some) {
             break;
         }
-        ensure!(fx, Instant::now() < deadline, "no attache_kafka_consumer_lag_messages for both partitions: {lag:?}");
+        ensure!(
+            fx,
+            Instant::now() < deadline,
+            "no attache_kafka_consumer_lag_messages for both partitions: {lag:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Dead letters with long parser errors.
+
+/// serde_json quotes the offending value in a type error, so the detail of a bad post
+/// can be long and multibyte; the `attache-error` header is cut to 4096 bytes. The cut
+/// must fall on a character boundary: a panic there would lose the dead letter and
+/// leave the message in flight for good, blocking its partition's commits.
+#[test]
+#[ignore = "bug: src/sink/kafka.rs dead_letter slices the error detail at byte 4096, not at a char boundary: panics; un-ignore with the fix"]
+fn h_dead_letter_with_a_long_multibyte_parser_error() {
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 1), ("alerts", 1), ("posts.dlq", 1)],
+    );
+    // `invalid type: string "a中中…` puts byte 4096 inside a three-byte character.
+    let bad =
+        serde_json::json!({"id": "b1", "text": "t", "account": format!("a{}", "中".repeat(2000))})
+            .to_string();
+    let mut msgs = vec![Msg {
+        key: "b".into(),
+        value: bad.clone().into_bytes(),
+    }];
+    msgs.extend(stream(20).into_iter().filter(|m| !m.key.starts_with("bad")));
+    let exp = fx.expected(&fx.rules, &msgs);
+    ensure!(
+        fx,
+        exp.dead.get(&0).map(String::as_str) == Some("wrong_type"),
+        "scan: {:?}",
+        exp.dead
+    );
+    let at = produce(
+        &fx.broker.addr(),
+        "posts",
+        &msgs,
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
+
+    let mut a = fx.attache("attache", &fx.rules, |_| {});
+    let mut dlq = Reader::new(&fx.broker.addr(), "posts.dlq", 1, Offset::Beginning);
+    let ok = dlq.until(Duration::from_secs(20), |r| !r.is_empty());
+    ensure!(
+        fx,
+        ok,
+        "no dead letter for the post with a long multibyte parser error"
+    );
+    let h = &dlq.recs[0].headers;
+    let err = h.get("attache-error").cloned().unwrap_or_default();
+    ensure!(
+        fx,
+        !err.is_empty() && err.len() <= 4096 && err.starts_with("invalid type: string \"a中"),
+        "attache-error: {} bytes: {:.80}",
+        err.len(),
+        err
+    );
+    let mut alerts = Reader::new(&fx.broker.addr(), "alerts", 1, Offset::Beginning);
+    let ok = alerts.until(Duration::from_secs(20), |r| has_all(r, &exp.ids));
+    ensure!(fx, ok, "{}", missing(&alerts.alert_ids(), &exp));
+    fx.terminate(&mut a);
+    let c = committed(&fx.broker.addr(), "attache", "posts", 1);
+    let end = end_offsets(&at, 1);
+    ensure!(
+        fx,
+        c == vec![Some(end[0])],
+        "committed {c:?}, end {end:?}: the dead letter's message never completed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Oversize posts and pattern subscriptions.
+
+/// A post larger than `input.max_message_bytes` goes to the dead-letter topic cut
+/// under the producer's size limit, with headers saying so and giving its size.
+#[test]
+fn i_oversize_post_is_dead_lettered_truncated() {
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[("posts", 1), ("alerts", 1), ("posts.dlq", 1)],
+    );
+    let big =
+        serde_json::json!({"id": "big", "text": format!("We expel {}", "x".repeat(1_200_000))})
+            .to_string();
+    let c = ClientConfig::new()
+        .set("bootstrap.servers", fx.broker.addr())
+        .set("message.max.bytes", "2000000")
+        .create::<BaseProducer>()
+        .expect("big producer");
+    c.send(BaseRecord::to("posts").key("big").payload(&big))
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    c.flush(Duration::from_secs(30))
+        .expect("flush the big post");
+    produce(
+        &fx.broker.addr(),
+        "posts",
+        &bulletins(0, 1),
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
+
+    let _a = fx.attache("attache", &fx.rules, |_| {});
+    let mut dlq = Reader::new(&fx.broker.addr(), "posts.dlq", 1, Offset::Beginning);
+    let ok = dlq.until(Duration::from_secs(30), |r| !r.is_empty());
+    ensure!(fx, ok, "no dead letter for a {} byte post", big.len());
+    let d = &dlq.recs[0];
+    let h = &d.headers;
+    ensure!(
+        fx,
+        h.get("attache-reason").map(String::as_str) == Some("oversize"),
+        "{h:?}"
+    );
+    ensure!(
+        fx,
+        h.get("attache-truncated").map(String::as_str) == Some("true"),
+        "{h:?}"
+    );
+    ensure!(
+        fx,
+        h.get("attache-original-size") == Some(&big.len().to_string()),
+        "{h:?}"
+    );
+    ensure!(
+        fx,
+        d.value.len() < 1_000_000 && big.as_bytes().starts_with(&d.value),
+        "dead letter of {} bytes is not a prefix of the post under the producer limit",
+        d.value.len()
+    );
+}
+
+/// A pattern subscription reads every matching topic — and not attache's own
+/// dead-letter topic, although the pattern the example config suggests
+/// (`^posts\..*`) matches the default `posts.dlq`: each malformed message must be
+/// dead-lettered exactly once, not read back and dead-lettered again forever.
+#[test]
+#[ignore = "bug: a topic_pattern matching the dead-letter topic makes attache consume its own dead letters and re-dead-letter them without end (config/kafka.example.toml suggests exactly that pattern); un-ignore with the fix"]
+fn j_pattern_subscription_reads_matching_topics_but_not_its_own_dead_letters() {
+    let fx = Fixture::new(
+        Storage::Memory,
+        &[
+            ("posts.a", 1),
+            ("posts.b", 1),
+            ("alerts", 1),
+            ("posts.dlq", 1),
+        ],
+    );
+    let msgs = stream(200);
+    let exp = fx.expected(&fx.rules, &msgs);
+    let (a_half, b_half) = msgs.split_at(msgs.len() / 2);
+    produce(
+        &fx.broker.addr(),
+        "posts.a",
+        a_half,
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
+    produce(
+        &fx.broker.addr(),
+        "posts.b",
+        b_half,
+        usize::MAX,
+        &AtomicUsize::new(0),
+    );
+    let _a = fx.attache("attache", &fx.rules, |cfg| {
+        let k = cfg
+            .get_mut("kafka")
+            .and_then(|k| k.as_table_mut())
+            .expect("[kafka]");
+        k.remove("topics");
+        k.insert("topic_pattern".into(), "^posts\\..*".into());
+    });
+    let mut alerts = Reader::new(&fx.broker.addr(), "alerts", 1, Offset::Beginning);
+    let ok = alerts.until(Duration::from_secs(30), |r| has_all(r, &exp.ids));
+    ensure!(
+        fx,
+        ok,
+        "pattern subscription: {}",
+        missing(&alerts.alert_ids(), &exp)
+    );
+    let mut dlq = Reader::new(&fx.broker.addr(), "posts.dlq", 1, Offset::Beginning);
+    dlq.until(Duration::from_secs(5), |_| false);
+    ensure!(
+        fx,
+        dlq.recs.len() == exp.dead.len(),
+        "{} dead letters for {} malformed messages (sources: {:?})",
+        dlq.recs.len(),
+        exp.dead.len(),
+        dlq.recs
+            .iter()
+            .map(|r| r
+                .headers
+                .get("attache-source-topic")
+                .cloned()
+                .unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
+}

@@ -21,7 +21,10 @@ fn write_atomic(path: &Path, text: &str) {
 fn version_files(dir: &Path, k: usize) {
     // The rule and its list live in two files; a half-loaded set would pair the new
     // title with the old word (or the reverse).
-    write_atomic(&dir.join("words.yaml"), &format!("kind: lists\nlists:\n  words: {{ any: [\"word{k}\"] }}\n"));
+    write_atomic(
+        &dir.join("words.yaml"),
+        &format!("kind: lists\nlists:\n  words: {{ any: [\"word{k}\"] }}\n"),
+    );
     write_atomic(
         &dir.join("rule.yaml"),
         &format!(
@@ -73,7 +76,12 @@ impl Attache {
         });
         assert!(wait_port(port), "attache did not start");
         let stdin = child.stdin.take();
-        Self { child, stdin, alerts: rx, port }
+        Self {
+            child,
+            stdin,
+            alerts: rx,
+            port,
+        }
     }
 
     fn send(&mut self, id: &str, text: &str) {
@@ -110,7 +118,9 @@ impl Attache {
     }
 
     fn next_alert(&self) -> serde_json::Value {
-        self.alerts.recv_timeout(Duration::from_secs(20)).expect("an alert")
+        self.alerts
+            .recv_timeout(Duration::from_secs(20))
+            .expect("an alert")
     }
 
     fn finish(mut self) -> Vec<serde_json::Value> {
@@ -146,8 +156,10 @@ fn edits_while_streaming_lose_nothing_and_never_mix_versions() {
     }
     let alerts = a.finish();
     // No post lost: every post alerted exactly once.
-    let ids: std::collections::BTreeSet<String> =
-        alerts.iter().map(|x| x["post"]["id"].as_str().unwrap().to_string()).collect();
+    let ids: std::collections::BTreeSet<String> = alerts
+        .iter()
+        .map(|x| x["post"]["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(alerts.len(), sent, "one alert per post");
     assert_eq!(ids.len(), sent);
     // Never half-loaded: the title's version matches the word that matched.
@@ -171,20 +183,30 @@ fn broken_file_keeps_old_rules_and_is_counted() {
     let mut a = Attache::start(&rules);
     let v1 = a.version();
     let errors = a.metric("attache_rule_reloads_total{outcome=\"error\"}");
-    std::fs::write(rules.join("broken.yaml"), "rules:\n  - id: x\n    when: { list: nope }\n").unwrap();
-    a.wait_until("the failed reload", |a| a.metric("attache_rule_reloads_total{outcome=\"error\"}") > errors);
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "rules:\n  - id: x\n    when: { list: nope }\n",
+    )
+    .unwrap();
+    a.wait_until("the failed reload", |a| {
+        a.metric("attache_rule_reloads_total{outcome=\"error\"}") > errors
+    });
     assert_eq!(a.version(), v1, "old rules stay in force");
     a.send("p1", "word1");
     assert_eq!(a.next_alert()["rule"]["title"], "v1");
     // A rule whose own example fails is refused too.
     std::fs::remove_file(rules.join("broken.yaml")).unwrap();
-    a.wait_until("the good reload", |a| a.version() != v1 || a.metric("attache_rules_loaded") > 0.0);
+    a.wait_until("the good reload", |a| {
+        a.version() != v1 || a.metric("attache_rules_loaded") > 0.0
+    });
     let errors = a.metric("attache_rule_reloads_total{outcome=\"error\"}");
     write_atomic(
         &rules.join("rule.yaml"),
         "category: test\nrules:\n  - id: r.words\n    title: \"v9\"\n    severity: low\n    when: { list: words }\n    examples: { match: [\"no such word\"] }\n",
     );
-    a.wait_until("the refused reload", |a| a.metric("attache_rule_reloads_total{outcome=\"error\"}") > errors);
+    a.wait_until("the refused reload", |a| {
+        a.metric("attache_rule_reloads_total{outcome=\"error\"}") > errors
+    });
     a.send("p2", "word1");
     assert_eq!(a.next_alert()["rule"]["title"], "v1");
     a.finish();
@@ -204,17 +226,31 @@ fn sighup_and_http_reload() {
         format!("[input]\nkind = \"stdin\"\n[rules]\ndir = \"{}\"\nwatch = false\n[http]\nlisten = \"127.0.0.1:{port}\"\n", rules.display()),
     )
     .unwrap();
-    let mut child = bin().arg("run").arg("--config").arg(&cfg).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(wait_port(port));
     let version = || {
         let (_, b) = http_get(port, "/rules").unwrap();
-        serde_json::from_str::<serde_json::Value>(&b).unwrap()["rules"][0]["title"].as_str().unwrap().to_string()
+        serde_json::from_str::<serde_json::Value>(&b).unwrap()["rules"][0]["title"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(version(), "v1");
     version_files(&rules, 2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(version(), "v1", "no watcher: no reload yet");
-    std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
     let mut ok = false;
     for _ in 0..100 {
         if version() == "v2" {

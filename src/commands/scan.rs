@@ -19,6 +19,8 @@ pub struct Options {
     pub limits: Limits,
     /// Name recorded as `source.file`.
     pub name: String,
+    /// Matching threads (1 = all on the calling thread).
+    pub threads: usize,
 }
 
 /// Counts of one scan.
@@ -70,8 +72,111 @@ struct Explain<'a> {
     lists: Vec<&'a str>,
 }
 
-/// Scan `input` and write alerts to `out`, dead letters to `dead`.
+/// Lines per chunk handed to a worker thread.
+const CHUNK_LINES: usize = 512;
+
+/// Scan `input` and write alerts to `out`, dead letters to `dead`, in input order.
+/// With `threads > 1`, chunks of lines are matched in parallel (memory stays bounded:
+/// a few chunks per thread) and written back in order, so the output is the same.
 pub fn scan<R: BufRead>(
+    rules: &RuleSet,
+    input: R,
+    out: &mut dyn Write,
+    dead: &mut dyn Write,
+    opts: &Options,
+) -> io::Result<Stats> {
+    if opts.threads <= 1 {
+        return scan_serial(rules, input, out, dead, opts);
+    }
+    let mut reader = LineReader::new(input, opts.limits.max_bytes);
+    let mut stats = Stats::default();
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(
+        u64,
+        Vec<(u64, Vec<u8>, Option<usize>)>,
+    )>(opts.threads * 2);
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(
+        u64,
+        io::Result<(Vec<u8>, Vec<u8>, Stats)>,
+    )>(opts.threads * 2);
+    std::thread::scope(|sc| -> io::Result<()> {
+        for _ in 0..opts.threads {
+            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+            sc.spawn(move || {
+                let mut w = Worker::new();
+                loop {
+                    let job = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((idx, lines)) = job else { return };
+                    let mut o = Vec::with_capacity(4096);
+                    let mut d = Vec::new();
+                    let mut st = Stats::default();
+                    let r = lines
+                        .iter()
+                        .try_for_each(|(n, l, size)| {
+                            w.line(rules, *n, l, *size, &mut o, &mut d, opts, &mut st)
+                        })
+                        .map(|()| (o, d, st));
+                    if done_tx.send((idx, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Reader + writer on this thread: send chunks, write results in order.
+        let mut pending = std::collections::BTreeMap::new();
+        let (mut sent, mut next) = (0u64, 0u64);
+        let mut eof = false;
+        while !eof || next < sent {
+            // Keep the workers fed, but never more than a few chunks ahead.
+            while !eof && sent - next < (opts.threads * 3) as u64 {
+                let mut chunk = Vec::with_capacity(CHUNK_LINES);
+                while chunk.len() < CHUNK_LINES {
+                    match reader.next_line()? {
+                        None => {
+                            eof = true;
+                            break;
+                        }
+                        Some((n, Line::Ok(b))) => chunk.push((n, b.to_vec(), None)),
+                        Some((n, Line::Oversize { head, size })) => {
+                            chunk.push((n, head.to_vec(), Some(size)))
+                        }
+                    }
+                }
+                stats.lines += chunk.len() as u64;
+                if chunk.is_empty() {
+                    break;
+                }
+                if work_tx.send((sent, chunk)).is_err() {
+                    return Err(io::Error::other("scan worker stopped"));
+                }
+                sent += 1;
+            }
+            if next == sent {
+                break;
+            }
+            let (idx, r) = done_rx
+                .recv()
+                .map_err(|_| io::Error::other("scan worker stopped"))?;
+            pending.insert(idx, r?);
+            while let Some((o, d, st)) = pending.remove(&next) {
+                out.write_all(&o)?;
+                dead.write_all(&d)?;
+                stats.posts += st.posts;
+                stats.alerts += st.alerts;
+                stats.dead_letters += st.dead_letters;
+                next += 1;
+            }
+        }
+        drop(work_tx);
+        Ok(())
+    })?;
+    out.flush()?;
+    dead.flush()?;
+    Ok(stats)
+}
+
+fn scan_serial<R: BufRead>(
     rules: &RuleSet,
     input: R,
     out: &mut dyn Write,
@@ -80,44 +185,77 @@ pub fn scan<R: BufRead>(
 ) -> io::Result<Stats> {
     let mut stats = Stats::default();
     let mut reader = LineReader::new(input, opts.limits.max_bytes);
-    let mut matcher = Matcher::new();
-    let mut matches = Vec::new();
+    let mut w = Worker::new();
     while let Some((n, line)) = reader.next_line()? {
         stats.lines += 1;
-        let bytes = match line {
-            Line::Ok(b) => b,
+        match line {
+            Line::Ok(b) => w.line(rules, n, b, None, out, dead, opts, &mut stats)?,
             Line::Oversize { head, size } => {
-                let e = DecodeError::new(
-                    DecodeReason::Oversize,
-                    format!(
-                        "{size} bytes exceeds the limit of {} bytes",
-                        opts.limits.max_bytes
-                    ),
-                );
-                write_dead(dead, &opts.name, n, &e, head, size)?;
-                stats.dead_letters += 1;
-                continue;
+                w.line(rules, n, head, Some(size), out, dead, opts, &mut stats)?
             }
-        };
+        }
+    }
+    out.flush()?;
+    dead.flush()?;
+    Ok(stats)
+}
+
+/// Per-thread matching state.
+struct Worker {
+    matcher: Matcher,
+    matches: Vec<crate::rules::RuleMatch>,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Self {
+            matcher: Matcher::new(),
+            matches: Vec::new(),
+        }
+    }
+
+    /// One input line: alerts to `out`, or a dead letter to `dead`.
+    #[allow(clippy::too_many_arguments)]
+    fn line(
+        &mut self,
+        rules: &RuleSet,
+        n: u64,
+        bytes: &[u8],
+        oversize: Option<usize>,
+        out: &mut dyn Write,
+        dead: &mut dyn Write,
+        opts: &Options,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        if let Some(size) = oversize {
+            let e = DecodeError::new(
+                DecodeReason::Oversize,
+                format!(
+                    "{size} bytes exceeds the limit of {} bytes",
+                    opts.limits.max_bytes
+                ),
+            );
+            stats.dead_letters += 1;
+            return write_dead(dead, &opts.name, n, &e, bytes, size);
+        }
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue; // blank lines separate nothing; not an error in a file
+            return Ok(()); // blank lines separate nothing; not an error in a file
         }
         let post = match decode(bytes, &opts.limits) {
             Ok(p) => p,
             Err(e) => {
-                write_dead(dead, &opts.name, n, &e, bytes, bytes.len())?;
                 stats.dead_letters += 1;
-                continue;
+                return write_dead(dead, &opts.name, n, &e, bytes, bytes.len());
             }
         };
         stats.posts += 1;
-        matches.clear();
-        matcher.match_post(rules, &post, &mut matches);
-        if matches.is_empty() {
-            continue;
+        self.matches.clear();
+        self.matcher.match_post(rules, &post, &mut self.matches);
+        if self.matches.is_empty() {
+            return Ok(());
         }
         let fired_at = alert::event_time(&post).map(alert::rfc3339);
-        for m in &matches {
+        for m in &self.matches {
             let a = alert::build(
                 rules,
                 m,
@@ -147,10 +285,8 @@ pub fn scan<R: BufRead>(
             out.write_all(b"\n")?;
             stats.alerts += 1;
         }
+        Ok(())
     }
-    out.flush()?;
-    dead.flush()?;
-    Ok(stats)
 }
 
 fn write_dead(

@@ -198,13 +198,19 @@ pub struct RuleSet {
     pub version: String,
     pub(crate) sets: Vec<TermSet>,
     pub(crate) ac: Option<AhoCorasick>,
+    /// Prefilter: an automaton of only the terms some rule cannot fire without, and
+    /// for each of its patterns the index of the same pattern in `ac`. A post where it
+    /// finds nothing is done after one cheap scan. `None` when a trigger is a regex.
+    pub(crate) trigger: Option<(AhoCorasick, Vec<u32>)>,
+    /// Per set: whether some rule is indexed under it.
+    pub(crate) is_trigger: Vec<bool>,
     /// Per AC pattern, a range into `entries`.
     pub(crate) pattern_entries: Vec<(u32, u32)>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) regex_set: Option<RegexSet>,
     pub(crate) regexes: Vec<(Regex, u32)>,
     /// Wildcard-phrase regexes (run only when their anchor was found) and their set.
-    pub(crate) verify: Vec<(Regex, u32)>,
+    pub(crate) verify: Vec<(WildPattern, u32)>,
     /// Per set, the rules indexed under it.
     pub(crate) set_rules: Vec<Vec<u32>>,
     /// Number of distinct literal patterns.
@@ -230,6 +236,8 @@ impl RuleSet {
             version: "empty".into(),
             sets: Vec::new(),
             ac: None,
+            trigger: None,
+            is_trigger: Vec::new(),
             pattern_entries: Vec::new(),
             entries: Vec::new(),
             regex_set: None,
@@ -419,10 +427,10 @@ pub(crate) enum Term {
         right: bool,
     },
     Regex(String),
-    /// A phrase with `*` inside (`freeze* assets`): a regex, run only on posts where
-    /// its longest literal piece (the anchor) was found.
+    /// A phrase with `*` inside (`freeze* assets`), checked only on posts where its
+    /// longest literal piece (the anchor) was found.
     Wild {
-        regex: String,
+        pattern: WildPattern,
         anchor: String,
     },
 }
@@ -461,40 +469,95 @@ pub(crate) fn parse_term(raw: &str) -> Result<Term, String> {
 
 /// `freeze* assets`, `assets in * are frozen`: each `*` is any run of word characters.
 fn wild_term(raw: &str, core: &str, left: bool, right: bool) -> Result<Term, String> {
-    let mut regex = String::new();
-    if left {
-        regex.push_str(r"\b");
-    }
+    let mut segs = Vec::new();
     let mut anchor = String::new();
-    for (i, seg) in core.split('*').enumerate() {
-        if i > 0 {
-            regex.push_str(r"\w*");
-        }
+    for seg in core.split('*') {
         // Normalise each literal piece; keep its edge spaces (they separate words).
-        let lead = seg.starts_with(' ');
-        let trail = seg.ends_with(' ') && seg.len() > 1;
         let n = normalize(seg.trim());
         let piece = n.as_str().trim();
-        if lead {
-            regex.push(' ');
+        let mut s = String::new();
+        if seg.starts_with(' ') {
+            s.push(' ');
         }
-        regex.push_str(&regex::escape(piece));
-        if trail {
-            regex.push(' ');
+        s.push_str(piece);
+        if seg.ends_with(' ') && seg.len() > 1 {
+            s.push(' ');
         }
         if piece.chars().count() > anchor.chars().count() {
             anchor = piece.to_string();
         }
-    }
-    if right {
-        regex.push_str(r"\b");
+        segs.push(s);
     }
     if anchor.chars().count() < 2 {
         return Err(format!(
             "term `{raw}`: the literal parts are too short to search for"
         ));
     }
-    Ok(Term::Wild { regex, anchor })
+    Ok(Term::Wild {
+        pattern: WildPattern { segs, left, right },
+        anchor,
+    })
+}
+
+/// A phrase with `*` between literal pieces, each `*` a run of word characters (none
+/// included). Matched by hand: a regex with Unicode word classes per phrase would cost
+/// hundreds of kilobytes each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WildPattern {
+    segs: Vec<String>,
+    left: bool,
+    right: bool,
+}
+
+impl WildPattern {
+    /// Every non-overlapping match in `text` (normalised), as byte ranges.
+    pub(crate) fn find_all(&self, text: &str, out: &mut Vec<(usize, usize)>) {
+        let Some(first) = self.segs.first() else {
+            return;
+        };
+        if first.is_empty() {
+            return;
+        }
+        let mut from = 0;
+        while let Some(i) = text[from..].find(first.as_str()) {
+            let s = from + i;
+            from = s + first.len();
+            if self.left && !super::matcher::left_boundary(text, text.as_bytes(), s) {
+                continue;
+            }
+            if let Some(e) = self.rest(text, s + first.len(), 1) {
+                out.push((s, e));
+                from = e.max(from);
+            }
+        }
+    }
+
+    fn rest(&self, text: &str, pos: usize, k: usize) -> Option<usize> {
+        if k == self.segs.len() {
+            return if !self.right {
+                Some(super::matcher::word_end(text, pos))
+            } else if super::matcher::right_boundary(text, text.as_bytes(), pos) {
+                Some(pos)
+            } else {
+                None
+            };
+        }
+        // The `*` before segment k takes 0..=n word characters; try each split.
+        let run_end = super::matcher::word_end(text, pos);
+        let seg = self.segs[k].as_str();
+        let mut p = pos;
+        loop {
+            if text[p..].starts_with(seg) {
+                if let Some(e) = self.rest(text, p + seg.len(), k + 1) {
+                    return Some(e);
+                }
+            }
+            if p >= run_end {
+                return None;
+            }
+            p += text[p..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
 }
 
 /// Characters of scripts written without spaces between words (Chinese, Japanese,
@@ -529,7 +592,7 @@ struct Builder {
     pattern_text: Vec<String>,
     pattern_entries: Vec<Vec<Entry>>,
     regexes: Vec<(String, u32)>,
-    verify: Vec<(Regex, u32)>,
+    verify: Vec<(WildPattern, u32)>,
     rules: Vec<Rule>,
     anon: usize,
 }
@@ -631,30 +694,18 @@ impl Builder {
                     ),
                 }
             }
-            Ok(Term::Wild { regex, anchor }) => {
-                match RegexBuilder::new(&regex)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
-                    Ok(re) => {
-                        self.verify.push((re, set));
-                        let v = (self.verify.len() - 1) as u32;
-                        self.add_pattern(
-                            anchor,
-                            Entry {
-                                set,
-                                left: false,
-                                right: false,
-                                verify: v,
-                            },
-                        );
-                    }
-                    Err(e) => self.diag(
-                        path,
-                        at,
-                        format!("term `{raw}`: {}", e.to_string().replace('\n', " ")),
-                    ),
-                }
+            Ok(Term::Wild { pattern, anchor }) => {
+                self.verify.push((pattern, set));
+                let v = (self.verify.len() - 1) as u32;
+                self.add_pattern(
+                    anchor,
+                    Entry {
+                        set,
+                        left: false,
+                        right: false,
+                        verify: v,
+                    },
+                );
             }
             Ok(Term::Literal { text, left, right }) => {
                 self.add_pattern(
@@ -1195,7 +1246,28 @@ impl Builder {
                 set_rules[s as usize].push(i as u32);
             }
         }
+        let is_trigger: Vec<bool> = set_rules.iter().map(|r| !r.is_empty()).collect();
+        let regex_trigger = self.regexes.iter().any(|(_, s)| is_trigger[*s as usize]);
+        let trigger = if regex_trigger || self.pattern_text.is_empty() {
+            None
+        } else {
+            let mut texts = Vec::new();
+            let mut map = Vec::new();
+            for (i, es) in self.pattern_entries.iter().enumerate() {
+                if es.iter().any(|e| is_trigger[e.set as usize]) {
+                    texts.push(self.pattern_text[i].as_str());
+                    map.push(i as u32);
+                }
+            }
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&texts)
+                .ok()
+                .map(|a| (a, map))
+        };
         Ok(RuleSet {
+            trigger,
+            is_trigger,
             patterns: self.pattern_text.len(),
             rules: self.rules,
             files,

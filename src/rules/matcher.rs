@@ -288,6 +288,9 @@ impl Matcher {
         if let Some(t) = post.quoted_text.as_deref() {
             self.add_field(FieldRef::QuotedText, t);
         }
+        if !self.triggered(rules) {
+            return false;
+        }
         for f in 0..self.nfields {
             self.scan(rules, f);
         }
@@ -354,6 +357,34 @@ impl Matcher {
         self.nfields += 1;
     }
 
+    /// Whether any term some rule cannot fire without occurs (with its boundaries).
+    /// Most posts stop here after one scan of a small automaton.
+    fn triggered(&self, rules: &RuleSet) -> bool {
+        let Some((ac, map)) = &rules.trigger else {
+            return true;
+        };
+        for f in &self.fields[..self.nfields] {
+            let text = f.norm.as_str();
+            let bytes = text.as_bytes();
+            for m in ac.find_overlapping_iter(text) {
+                let (a, b) = rules.pattern_entries[map[m.pattern().as_usize()] as usize];
+                for e in &rules.entries[a as usize..b as usize] {
+                    if !rules.is_trigger[e.set as usize] {
+                        continue;
+                    }
+                    // A wildcard phrase's anchor counts: its regex decides later.
+                    if e.verify != NO_VERIFY
+                        || ((!e.left || left_boundary(text, bytes, m.start()))
+                            && (!e.right || right_boundary(text, bytes, m.end())))
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
     fn scan(&mut self, rules: &RuleSet, f: usize) {
         let text = self.fields[f].norm.as_str();
         let bytes = text.as_bytes();
@@ -393,17 +424,18 @@ impl Matcher {
                 }
             }
         }
+        let mut found = Vec::new();
         for k in 0..self.verify_queue.len() {
-            let (re, s) = &rules.verify[self.verify_queue[k] as usize];
-            for m in re.find_iter(text) {
-                if m.start() < m.end() {
-                    self.hits.push(Hit {
-                        set: *s,
-                        field: f as u8,
-                        start: m.start() as u32,
-                        end: m.end() as u32,
-                    });
-                }
+            let (pat, s) = &rules.verify[self.verify_queue[k] as usize];
+            found.clear();
+            pat.find_all(text, &mut found);
+            for &(start, end) in &found {
+                self.hits.push(Hit {
+                    set: *s,
+                    field: f as u8,
+                    start: start as u32,
+                    end: end as u32,
+                });
             }
         }
         self.verify_queue.clear();
@@ -487,7 +519,10 @@ impl Matcher {
             // longer exception term around the evidence, `we recall that`, counts.)
             let inside = e.iter().any(|b| {
                 inst.iter().any(|a| {
-                    a.field == b.field && a.start <= b.start && b.end <= a.end && (a.start, a.end) != (b.start, b.end)
+                    a.field == b.field
+                        && a.start <= b.start
+                        && b.end <= a.end
+                        && (a.start, a.end) != (b.start, b.end)
                 })
             });
             if inside {
@@ -837,11 +872,11 @@ fn accounts_pass(f: &AccountFilter, post: &Post<'_>) -> bool {
 }
 
 /// A word character for boundaries and tokens: letters, digits and combining marks.
-fn is_word(c: char) -> bool {
+pub(crate) fn is_word(c: char) -> bool {
     c.is_alphanumeric() || (!c.is_ascii() && unicode_normalization::char::is_combining_mark(c))
 }
 
-fn left_boundary(text: &str, bytes: &[u8], start: usize) -> bool {
+pub(crate) fn left_boundary(text: &str, bytes: &[u8], start: usize) -> bool {
     if start == 0 {
         return true;
     }
@@ -855,7 +890,7 @@ fn left_boundary(text: &str, bytes: &[u8], start: usize) -> bool {
     }
 }
 
-fn right_boundary(text: &str, bytes: &[u8], end: usize) -> bool {
+pub(crate) fn right_boundary(text: &str, bytes: &[u8], end: usize) -> bool {
     if end >= bytes.len() {
         return true;
     }
@@ -879,7 +914,7 @@ fn word_start(text: &str, mut at: usize) -> usize {
     at
 }
 
-fn word_end(text: &str, mut at: usize) -> usize {
+pub(crate) fn word_end(text: &str, mut at: usize) -> usize {
     while let Some(c) = text[at..].chars().next() {
         if !is_word(c) || is_unspaced(c) {
             break;

@@ -38,10 +38,17 @@ impl KafkaProducer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
-            .set("message.max.bytes", cfg.producer_max_message_bytes.to_string());
+            .set(
+                "message.max.bytes",
+                cfg.producer_max_message_bytes.to_string(),
+            );
         for (k, v) in cfg.resolved_properties() {
             // Consumer-only properties would make the producer refuse to start.
-            if !k.starts_with("group.") && !k.starts_with("auto.") && !k.starts_with("enable.auto") && !k.starts_with("session.") {
+            if !k.starts_with("group.")
+                && !k.starts_with("auto.")
+                && !k.starts_with("enable.auto")
+                && !k.starts_with("session.")
+            {
                 cc.set(k, v);
             }
         }
@@ -52,10 +59,18 @@ impl KafkaProducer {
     }
 
     /// Send until the broker acknowledges it (retrying with backoff).
-    pub async fn send_until_acked(&self, topic: &str, key: Option<&str>, payload: &[u8], headers: OwnedHeaders) {
+    pub async fn send_until_acked(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let mut rec = FutureRecord::to(topic).payload(payload).headers(headers.clone());
+            let mut rec = FutureRecord::to(topic)
+                .payload(payload)
+                .headers(headers.clone());
             if let Some(k) = key {
                 rec = rec.key(k);
             }
@@ -73,21 +88,54 @@ impl KafkaProducer {
     /// Write an undecodable message to the dead-letter topic: the original bytes
     /// (truncated past the size limit, with a header saying so) and headers with the
     /// reason and the source topic, partition and offset.
-    pub async fn dead_letter(&self, topic: &str, payload: &[u8], reason: &str, detail: &str, origin: &crate::alert::SourceRef) {
+    pub async fn dead_letter(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        reason: &str,
+        detail: &str,
+        origin: &crate::alert::SourceRef,
+    ) {
         // Room for headers: keep the value well under the producer's limit.
         let room = self.max_message_bytes.saturating_sub(16 * 1024).max(1024);
         let truncated = payload.len() > room;
         let body = &payload[..payload.len().min(room)];
         let mut h = OwnedHeaders::new()
-            .insert(Header { key: "attache-reason", value: Some(reason) })
-            .insert(Header { key: "attache-error", value: Some(&detail[..detail.len().min(4096)]) })
-            .insert(Header { key: "attache-truncated", value: Some(if truncated { "true" } else { "false" }) })
-            .insert(Header { key: "attache-original-size", value: Some(&payload.len().to_string()) });
-        if let crate::alert::SourceRef::Kafka { topic: t, partition, offset } = origin {
+            .insert(Header {
+                key: "attache-reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "attache-error",
+                value: Some(&detail[..detail.len().min(4096)]),
+            })
+            .insert(Header {
+                key: "attache-truncated",
+                value: Some(if truncated { "true" } else { "false" }),
+            })
+            .insert(Header {
+                key: "attache-original-size",
+                value: Some(&payload.len().to_string()),
+            });
+        if let crate::alert::SourceRef::Kafka {
+            topic: t,
+            partition,
+            offset,
+        } = origin
+        {
             h = h
-                .insert(Header { key: "attache-source-topic", value: Some(t.as_str()) })
-                .insert(Header { key: "attache-source-partition", value: Some(&partition.to_string()) })
-                .insert(Header { key: "attache-source-offset", value: Some(&offset.to_string()) });
+                .insert(Header {
+                    key: "attache-source-topic",
+                    value: Some(t.as_str()),
+                })
+                .insert(Header {
+                    key: "attache-source-partition",
+                    value: Some(&partition.to_string()),
+                })
+                .insert(Header {
+                    key: "attache-source-offset",
+                    value: Some(&offset.to_string()),
+                });
         }
         self.send_until_acked(topic, None, body, h).await;
     }
@@ -110,7 +158,12 @@ pub fn alert_key(a: &Alert) -> String {
 /// The alerts-topic sink: every alert, as is. Alerts are enqueued in arrival order
 /// (so one pair's alerts keep their order on its partition); only the wait for the
 /// broker's acknowledgement runs concurrently.
-pub async fn run(producer: KafkaProducer, topic: String, mut rx: mpsc::Receiver<Delivery>, metrics: Metrics) {
+pub async fn run(
+    producer: KafkaProducer,
+    topic: String,
+    mut rx: mpsc::Receiver<Delivery>,
+    metrics: Metrics,
+) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let topic: Arc<str> = topic.into();
     while let Some(d) = rx.recv().await {
@@ -131,7 +184,12 @@ pub async fn run(producer: KafkaProducer, topic: String, mut rx: mpsc::Receiver<
             let rec = FutureRecord::to(&topic).key(&key).payload(&body);
             match producer.producer.send_result(rec) {
                 Ok(f) => break Some(f),
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err((e, _)) => {
@@ -148,10 +206,15 @@ pub async fn run(producer: KafkaProducer, topic: String, mut rx: mpsc::Receiver<
             };
             if !acked {
                 m.delivery_retries.with_label_values(&["kafka"]).inc();
-                p.send_until_acked(&t, Some(&key), &body, OwnedHeaders::new()).await;
+                p.send_until_acked(&t, Some(&key), &body, OwnedHeaders::new())
+                    .await;
             }
-            m.deliveries.with_label_values(&["kafka", "delivered"]).inc();
-            m.delivery_seconds.with_label_values(&["kafka"]).observe(started.elapsed().as_secs_f64());
+            m.deliveries
+                .with_label_values(&["kafka", "delivered"])
+                .inc();
+            m.delivery_seconds
+                .with_label_values(&["kafka"])
+                .observe(started.elapsed().as_secs_f64());
             let _ = d.done.send(Outcome::Delivered);
             drop(permit);
         });

@@ -115,7 +115,9 @@ impl ConsumerContext for Ctx {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
-                let left = self.state.drain(Some(&tps), Instant::now() + self.state.drain);
+                let left = self
+                    .state
+                    .drain(Some(&tps), Instant::now() + self.state.drain);
                 if left > 0 {
                     tracing::warn!(in_flight = left, "revocation drain deadline passed; uncommitted messages will be re-read by the next owner");
                 }
@@ -133,10 +135,19 @@ impl ConsumerContext for Ctx {
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         let outcome = if result.is_ok() { "success" } else { "error" };
-        self.state.metrics.commits.with_label_values(&[outcome]).inc();
+        self.state
+            .metrics
+            .commits
+            .with_label_values(&[outcome])
+            .inc();
         if let Err(e) = result {
             // "No offset stored" is routine when nothing new completed.
-            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+            if !matches!(
+                e,
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset
+                )
+            ) {
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }
@@ -183,18 +194,31 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Create the consumer and subscribe. `connected` turns true once partitions are
     /// assigned or the group is joined (readiness).
-    pub fn new(cfg: &KafkaConfig, metrics: Metrics, connected: Arc<AtomicBool>) -> Result<Self, KafkaSourceError> {
+    pub fn new(
+        cfg: &KafkaConfig,
+        metrics: Metrics,
+        connected: Arc<AtomicBool>,
+    ) -> Result<Self, KafkaSourceError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", cfg.commit_interval_ms.to_string())
+            .set(
+                "auto.commit.interval.ms",
+                cfg.commit_interval_ms.to_string(),
+            )
             .set("auto.offset.reset", &cfg.auto_offset_reset)
             .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (cfg.session_timeout_ms / 3).max(100).to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout_ms / 3).max(100).to_string(),
+            )
             .set("partition.assignment.strategy", &cfg.assignment_strategy)
-            .set("statistics.interval.ms", cfg.statistics_interval_ms.to_string())
+            .set(
+                "statistics.interval.ms",
+                cfg.statistics_interval_ms.to_string(),
+            )
             .set("topic.metadata.refresh.interval.ms", "10000");
         for (k, v) in cfg.resolved_properties() {
             cc.set(k, v);
@@ -206,10 +230,16 @@ impl KafkaSource {
             drain: Duration::from_millis(cfg.drain_timeout_ms),
             connected,
         });
-        let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx { state: state.clone() })?;
+        let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx {
+            state: state.clone(),
+        })?;
         let subs: Vec<String> = match &cfg.topic_pattern {
             // librdkafka treats a topic starting with `^` as a regex subscription.
-            Some(p) => vec![if p.starts_with('^') { p.clone() } else { format!("^{p}") }],
+            Some(p) => vec![if p.starts_with('^') {
+                p.clone()
+            } else {
+                format!("^{p}")
+            }],
             None => cfg.topics.clone(),
         };
         let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
@@ -299,12 +329,20 @@ impl KafkaSource {
         }
         let left = st.lock_tracker().in_flight(None);
         if left > 0 {
-            tracing::warn!(in_flight = left, "shutdown drain deadline passed; those messages will be re-read");
+            tracing::warn!(
+                in_flight = left,
+                "shutdown drain deadline passed; those messages will be re-read"
+            );
         }
         let all: Vec<TopicPartition> = self
             .consumer
             .assignment()
-            .map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
             .unwrap_or_default();
         let offsets = st.lock_tracker().committable_of(&all);
         commit(&self.consumer, &offsets, m, "shutdown");

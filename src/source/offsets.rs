@@ -103,7 +103,11 @@ mod tests {
         for o in 10..15 {
             t.begin(&tp(), o);
         }
-        assert_eq!(t.committable(&tp()), Some(10), "nothing done yet: re-read from 10");
+        assert_eq!(
+            t.committable(&tp()),
+            Some(10),
+            "nothing done yet: re-read from 10"
+        );
         t.complete(&tp(), 10);
         assert_eq!(t.committable(&tp()), Some(11));
         // 12..14 done but 11 still in flight: 11 blocks the partition.
@@ -112,7 +116,11 @@ mod tests {
         }
         assert_eq!(t.committable(&tp()), Some(11));
         t.complete(&tp(), 11);
-        assert_eq!(t.committable(&tp()), Some(15), "all done: the one after the last");
+        assert_eq!(
+            t.committable(&tp()),
+            Some(15),
+            "all done: the one after the last"
+        );
     }
 
     #[test]

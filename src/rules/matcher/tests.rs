@@ -370,12 +370,17 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    const WORDS: &[&str] = &["expel", "envoy", "not", "the", "sanction", "ab", "xy", "expelled"];
+    const WORDS: &[&str] = &[
+        "expel", "envoy", "not", "the", "sanction", "ab", "xy", "expelled",
+    ];
     const SEPS: &[&str] = &[" ", "  ", ", ", ". ", "\n", "-", " ("];
 
     fn post_text() -> impl Strategy<Value = String> {
         prop::collection::vec((0..WORDS.len(), 0..SEPS.len()), 0..14).prop_map(|v| {
-            let body: String = v.into_iter().map(|(w, s)| format!("{}{}", WORDS[w], SEPS[s])).collect();
+            let body: String = v
+                .into_iter()
+                .map(|(w, s)| format!("{}{}", WORDS[w], SEPS[s]))
+                .collect();
             format!("q {body}")
         })
     }
@@ -395,7 +400,11 @@ mod properties {
                 out.push((std::mem::take(&mut word), sentence));
             }
             let next_space = chars.get(i + 1).is_none_or(|n| *n == ' ' || *n == '\n');
-            if c == '\n' || (c == '.' && next_space && out.last().is_some_and(|(w, _)| w.chars().count() != 1)) {
+            if c == '\n'
+                || (c == '.'
+                    && next_space
+                    && out.last().is_some_and(|(w, _)| w.chars().count() != 1))
+            {
                 sentence += 1;
             }
         }
@@ -408,7 +417,9 @@ mod properties {
     fn single_rule(when: &str) -> RuleSet {
         load_sources(&[Source {
             path: "p.yaml".into(),
-            text: format!("category: c\nrules:\n  - {{id: p, title: p, severity: low, when: {when}}}\n"),
+            text: format!(
+                "category: c\nrules:\n  - {{id: p, title: p, severity: low, when: {when}}}\n"
+            ),
         }])
         .unwrap()
     }
