@@ -93,6 +93,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dead letters: re-send alerts a sink gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Routing: show which sinks an alert would go to.
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -109,6 +119,53 @@ enum Command {
         quiet: bool,
         /// Labelled posts (`labels: [...]` per line).
         labeled: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Re-send every failed-delivery record of FILE through its sink (or --sink) as
+    /// configured in --config. The input is never modified; records that fail again go
+    /// to --out (default FILE.replay-<time>.jsonl). Exit 1 unless all were delivered.
+    Replay {
+        /// The configuration with the sinks.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Send everything through this sink instead.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Where records that fail again go.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The dead-letter file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// Print the routes and sinks an alert would go to. The alert is a JSON file (an
+    /// alert as emitted, e.g. one line of `attache scan`); without one, a sample alert
+    /// with --category/--severity/--actor/--target.
+    Test {
+        /// The configuration with sinks and routes.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// An alert JSON file.
+        #[arg(long)]
+        alert: Option<PathBuf>,
+        /// Category of the sample alert.
+        #[arg(long)]
+        category: Option<String>,
+        /// Severity of the sample alert.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Actor of the sample alert.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Target of the sample alert.
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -301,6 +358,86 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 );
             } else {
                 print!("{}", explain::render_text(&rs, &post, &traces));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq {
+            command: DlqCommand::Replay { config, sink, out, file },
+        } => {
+            let cfg = attache::config::Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let plan = attache::sink::config::validate(
+                &cfg.sinks,
+                &cfg.routes,
+                &cfg.dedup,
+                &cfg.dead_letter.clone().unwrap_or_default(),
+                |k| std::env::var(k).ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let out = out.unwrap_or_else(|| attache::deadletter::replay_output_path(&file));
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let rep = rt.block_on(async {
+                let failed = attache::deadletter::DeadLetters::file(&out)?;
+                let opts = attache::deadletter::ReplayOptions { sink, failed, in_flight: 64 };
+                Ok::<_, anyhow::Error>(
+                    attache::deadletter::replay_file(&file, &plan.sinks, opts, &attache::telemetry::Metrics::new()).await?,
+                )
+            })?;
+            println!("{rep}");
+            if rep.dead_lettered == 0 {
+                let _ = std::fs::remove_file(&out);
+            } else {
+                println!("records that failed again: {}", out.display());
+            }
+            Ok(if rep.all_delivered() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Routes {
+            command: RoutesCommand::Test { config, alert, category, severity, actor, target },
+        } => {
+            let cfg = attache::config::Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let plan = attache::sink::config::validate(
+                &cfg.sinks,
+                &cfg.routes,
+                &cfg.dedup,
+                &cfg.dead_letter.clone().unwrap_or_default(),
+                |k| std::env::var(k).ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut a = match alert {
+                Some(p) => serde_json::from_slice::<attache::alert::Alert>(
+                    &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("{} is not an alert", p.display()))?,
+                None => attache::sink::config::sample_alert(),
+            };
+            if let Some(c) = category {
+                a.rule.category = c;
+            }
+            if let Some(s) = severity {
+                a.rule.severity = s;
+            }
+            if let Some(x) = actor {
+                a.actor = Some(x);
+            }
+            if let Some(t) = target {
+                a.targets = vec![t];
+            }
+            println!(
+                "alert: rule {} category {} severity {} actor {} targets {:?}",
+                a.rule.id,
+                a.rule.category,
+                a.rule.severity,
+                a.actor.as_deref().unwrap_or("-"),
+                a.targets
+            );
+            let routes = plan.router.matching_routes(&a);
+            println!("matching routes (in order): {routes:?}");
+            let sinks: Vec<&str> = plan.router.sinks(&a).into_iter().map(|i| plan.sinks[i].name.as_str()).collect();
+            println!("sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
+            if cfg.output.stdout {
+                println!("also: stdout (every alert)");
+            }
+            if cfg.kafka.as_ref().is_some_and(|k| k.alerts_topic.is_some()) {
+                println!("also: the Kafka alerts topic (every alert)");
             }
             Ok(ExitCode::SUCCESS)
         }
