@@ -85,13 +85,13 @@ async fn rules(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
     }))
 }
 
-fn authorised(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorised(s: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if !s.enable_post {
-        return Err((
+        let r = (
             StatusCode::FORBIDDEN,
             "POST endpoints are disabled (http.enable_post = false)\n",
-        )
-            .into_response());
+        );
+        return Err(Box::new(r.into_response()));
     }
     if let Some(tok) = &s.bearer_token {
         let got = headers
@@ -99,9 +99,8 @@ fn authorised(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if got != Some(tok.as_str()) {
-            return Err(
-                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response(),
-            );
+            let r = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+            return Err(Box::new(r.into_response()));
         }
     }
     Ok(())
@@ -109,7 +108,7 @@ fn authorised(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
 
 async fn reload(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     match s.reload("http").await {
         Ok(v) => (StatusCode::OK, Json(json!({"status": "reloaded", "version": v}))).into_response(),
@@ -123,7 +122,7 @@ async fn reload(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 
 async fn explain(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return *r;
     }
     let post = match decode(&body, &Limits::default()) {
         Ok(p) => p,

@@ -362,7 +362,13 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq {
-            command: DlqCommand::Replay { config, sink, out, file },
+            command:
+                DlqCommand::Replay {
+                    config,
+                    sink,
+                    out,
+                    file,
+                },
         } => {
             let cfg = attache::config::Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let plan = attache::sink::config::validate(
@@ -377,9 +383,19 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let rep = rt.block_on(async {
                 let failed = attache::deadletter::DeadLetters::file(&out)?;
-                let opts = attache::deadletter::ReplayOptions { sink, failed, in_flight: 64 };
+                let opts = attache::deadletter::ReplayOptions {
+                    sink,
+                    failed,
+                    in_flight: 64,
+                };
                 Ok::<_, anyhow::Error>(
-                    attache::deadletter::replay_file(&file, &plan.sinks, opts, &attache::telemetry::Metrics::new()).await?,
+                    attache::deadletter::replay_file(
+                        &file,
+                        &plan.sinks,
+                        opts,
+                        &attache::telemetry::Metrics::new(),
+                    )
+                    .await?,
                 )
             })?;
             println!("{rep}");
@@ -388,10 +404,22 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             } else {
                 println!("records that failed again: {}", out.display());
             }
-            Ok(if rep.all_delivered() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if rep.all_delivered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Routes {
-            command: RoutesCommand::Test { config, alert, category, severity, actor, target },
+            command:
+                RoutesCommand::Test {
+                    config,
+                    alert,
+                    category,
+                    severity,
+                    actor,
+                    target,
+                },
         } => {
             let cfg = attache::config::Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let plan = attache::sink::config::validate(
@@ -431,8 +459,20 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             );
             let routes = plan.router.matching_routes(&a);
             println!("matching routes (in order): {routes:?}");
-            let sinks: Vec<&str> = plan.router.sinks(&a).into_iter().map(|i| plan.sinks[i].name.as_str()).collect();
-            println!("sinks: {}", if sinks.is_empty() { "(none)".to_string() } else { sinks.join(", ") });
+            let sinks: Vec<&str> = plan
+                .router
+                .sinks(&a)
+                .into_iter()
+                .map(|i| plan.sinks[i].name.as_str())
+                .collect();
+            println!(
+                "sinks: {}",
+                if sinks.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    sinks.join(", ")
+                }
+            );
             if cfg.output.stdout {
                 println!("also: stdout (every alert)");
             }

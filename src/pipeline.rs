@@ -416,14 +416,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
             }
         };
         shared.source_ready.store(true, Ordering::Release);
-        let m = metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            let n = input.run_blocking(max_bytes, env_tx, src_stop);
-            if let Ok(n) = &n {
-                m.posts_consumed.with_label_values(&["lines"]).inc_by(*n);
-            }
-            n
-        })
+        tokio::task::spawn_blocking(move || input.run_blocking(max_bytes, env_tx, src_stop))
     };
 
     // Process.
@@ -506,6 +499,10 @@ fn process_loop(
     let mut matches = Vec::new();
     while let Some(env) = rx.blocking_recv() {
         let t = Instant::now();
+        if env.ack.is_none() {
+            // Kafka messages are counted by the source; lines here.
+            m.posts_consumed.with_label_values(&["lines"]).inc();
+        }
         let decoded = match env.oversize {
             Some(size) => Err(DecodeError::new(
                 DecodeReason::Oversize,

@@ -389,13 +389,24 @@ fn routes_test_shows_first_match_and_continue() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = bin().args(["routes", "test", "-c"]).arg(&c).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = bin()
+            .args(["routes", "test", "-c"])
+            .arg(&c)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(run(&["--category", "sanctions", "--severity", "high"]).contains("sinks: a, b"));
     assert!(run(&["--category", "persona_non_grata", "--severity", "high"]).contains("sinks: b"));
-    assert!(run(&["--category", "persona_non_grata", "--severity", "low"]).contains("sinks: (none)"));
+    assert!(
+        run(&["--category", "persona_non_grata", "--severity", "low"]).contains("sinks: (none)")
+    );
 }
 
 #[test]
@@ -410,17 +421,36 @@ fn dlq_replay_keeps_what_fails_again() {
     .unwrap();
     // A dead letter as the pipeline writes it.
     let alert: serde_json::Value = {
-        let out = run_with_stdin(bin().arg("scan").arg("--rules").arg(rules_dir()), PNG_POST.as_bytes());
+        let out = run_with_stdin(
+            bin().arg("scan").arg("--rules").arg(rules_dir()),
+            PNG_POST.as_bytes(),
+        );
         json_lines(&out.stdout).remove(0)
     };
     let dl = dir.path().join("dl.jsonl");
     let rec = serde_json::json!({"kind": "delivery", "sink": "hook", "reason": "test", "attempts": [], "alert": alert, "at": "2026-01-01T00:00:00Z"});
     std::fs::write(&dl, format!("{rec}\n")).unwrap();
     let again = dir.path().join("again.jsonl");
-    let out = bin().args(["dlq", "replay", "-c"]).arg(&c).arg("--out").arg(&again).arg(&dl).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["dlq", "replay", "-c"])
+        .arg(&c)
+        .arg("--out")
+        .arg(&again)
+        .arg(&dl)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let kept = json_lines(&std::fs::read(&again).unwrap());
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0]["alert"]["id"], alert["id"]);
-    assert_eq!(std::fs::read(&dl).unwrap(), format!("{rec}\n").into_bytes(), "input untouched");
+    assert_eq!(
+        std::fs::read(&dl).unwrap(),
+        format!("{rec}\n").into_bytes(),
+        "input untouched"
+    );
 }

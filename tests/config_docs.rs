@@ -13,13 +13,21 @@ fn accepted_keys(section: &str) -> Vec<String> {
     let out = bin().args(["config", "check"]).arg(&f).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{section}: {err}");
-    let list = err.split("expected").nth(1).unwrap_or_else(|| panic!("{section}: {err}"));
-    list.split('`').skip(1).step_by(2).map(String::from).collect()
+    let list = err
+        .split("expected")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{section}: {err}"));
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect()
 }
 
 #[test]
 fn every_key_is_documented() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/README.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/README.md")).unwrap();
     let top = accepted_keys("");
     assert!(top.len() >= 10, "{top:?}");
     let mut missing = Vec::new();
@@ -41,7 +49,10 @@ fn every_key_is_documented() {
             }
         }
     }
-    assert!(missing.is_empty(), "undocumented in config/README.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "undocumented in config/README.md: {missing:?}"
+    );
 }
 
 #[test]
@@ -50,9 +61,16 @@ fn shipped_examples_validate() {
         let out = bin()
             .args(["config", "check", f])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("ATTACHE_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .env(
+                "ATTACHE_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
             .output()
             .unwrap();
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -751,7 +751,7 @@ impl Matcher {
                 list: rules.sets[o.set as usize].name.clone(),
             });
         }
-        out.sort_by(|a, b| (a.field, a.start).cmp(&(b.field, b.start)));
+        out.sort_by_key(|e| (e.field, e.start));
         out
     }
 }

@@ -140,7 +140,7 @@ mod tests {
         t.begin(&tp(), 0);
         t.begin(&other, 7);
         assert_eq!(t.in_flight(None), 2);
-        assert_eq!(t.in_flight(Some(&[other.clone()])), 1);
+        assert_eq!(t.in_flight(Some(std::slice::from_ref(&other))), 1);
         t.forget(&other);
         assert_eq!(t.in_flight(None), 1);
     }
