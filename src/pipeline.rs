@@ -368,6 +368,18 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         _ => None,
     };
 
+    // Pre-create every sink's delivery series, so dashboards see zeros, not gaps.
+    let names = sinks
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(routed.iter().flat_map(|r| r.handles.iter().map(|h| h.name.clone())));
+    for name in names {
+        for outcome in ["delivered", "retried", "dead_lettered", "failed"] {
+            metrics.deliveries.with_label_values(&[&name, outcome]);
+        }
+        metrics.delivery_retries.with_label_values(&[&name]);
+    }
+
     // Dead letters for undecodable messages.
     let dead = Arc::new(
         match (

@@ -39,13 +39,14 @@ fn attache_follow(port: u16) -> Kill {
         .unwrap();
     assert!(wait_port(port), "attache did not start");
     // Wait until the sample stream is done so every series exists.
-    for _ in 0..200 {
+    let k = Kill(child);
+    for _ in 0..600 {
         if http_get(port, "/metrics").is_some_and(|(_, m)| m.contains("attache_input_finished 1")) {
-            break;
+            return k;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Kill(child)
+    panic!("the sample stream did not finish");
 }
 
 #[test]
