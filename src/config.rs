@@ -451,6 +451,17 @@ impl Config {
                     "kafka.topics is empty and no kafka.topic_pattern is set".into(),
                 ));
             }
+            if let Some(p) = &k.topic_pattern {
+                let re =
+                    regex::Regex::new(p).map_err(|e| bad(format!("kafka.topic_pattern: {e}")))?;
+                for own in k.alerts_topic.iter().chain(k.dead_letter_topic.iter()) {
+                    if re.is_match(own) {
+                        return Err(bad(format!(
+                            "kafka.topic_pattern `{p}` matches attaché's own output topic `{own}`: it would read its own alerts or dead letters; narrow the pattern"
+                        )));
+                    }
+                }
+            }
             if k.drain_timeout_ms >= k.session_timeout_ms {
                 return Err(bad(format!(
                     "kafka.drain_timeout_ms ({}) must be shorter than kafka.session_timeout_ms ({})",

@@ -369,10 +369,11 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     };
 
     // Pre-create every sink's delivery series, so dashboards see zeros, not gaps.
-    let names = sinks
-        .iter()
-        .map(|s| s.name.clone())
-        .chain(routed.iter().flat_map(|r| r.handles.iter().map(|h| h.name.clone())));
+    let names = sinks.iter().map(|s| s.name.clone()).chain(
+        routed
+            .iter()
+            .flat_map(|r| r.handles.iter().map(|h| h.name.clone())),
+    );
     for name in names {
         for outcome in ["delivered", "retried", "dead_lettered", "failed"] {
             metrics.deliveries.with_label_values(&[&name, outcome]);

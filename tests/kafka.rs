@@ -1333,7 +1333,6 @@ fn g_readiness_follows_the_assignment_and_consumer_lag_is_exported() {
 /// must fall on a character boundary: a panic there would lose the dead letter and
 /// leave the message in flight for good, blocking its partition's commits.
 #[test]
-#[ignore = "bug: src/sink/kafka.rs dead_letter slices the error detail at byte 4096, not at a char boundary: panics; un-ignore with the fix"]
 fn h_dead_letter_with_a_long_multibyte_parser_error() {
     let fx = Fixture::new(
         Storage::Memory,
@@ -1460,7 +1459,6 @@ fn i_oversize_post_is_dead_lettered_truncated() {
 /// that configuration (naming the dead-letter topic) or exclude its own topic; what it
 /// must not do is read its dead letters back and dead-letter them again without end.
 #[test]
-#[ignore = "bug: a topic_pattern matching the dead-letter topic makes attache consume its own dead letters and re-dead-letter them without end (config/kafka.example.toml suggests exactly that pattern); un-ignore with the fix"]
 fn j_pattern_subscription_reads_matching_topics_but_not_its_own_dead_letters() {
     let fx = Fixture::new(
         Storage::Memory,

@@ -606,7 +606,6 @@ fn b_injected_produce_and_offset_commit_errors_lose_no_alert() {
 /// alert twice. (Tansu answers too fast for messages to be in flight at SIGTERM with
 /// any regularity, so this runs here.)
 #[test]
-#[ignore = "bug: src/source/kafka.rs commits drained offsets without storing them, and librdkafka's commit of the older stored offsets on unassign undoes that commit; un-ignore with the fix"]
 fn c_sigterm_with_alerts_awaiting_acks_commits_the_drained_offsets() {
     let mock = cluster();
     let brokers = mock.bootstrap_servers();
@@ -673,7 +672,6 @@ fn c_sigterm_with_alerts_awaiting_acks_commits_the_drained_offsets() {
 /// partitions that move are drained and committed by the first member on revocation,
 /// and the new owner starts exactly there — every alert arrives, none twice.
 #[test]
-#[ignore = "bug: src/source/kafka.rs commits drained offsets without storing them, and librdkafka's commit of the older stored offsets on unassign undoes that commit; un-ignore with the fix"]
 fn d_rebalance_hands_over_drained_partitions_without_rereading() {
     let mock = cluster();
     let brokers = mock.bootstrap_servers();

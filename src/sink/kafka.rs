@@ -107,7 +107,7 @@ impl KafkaProducer {
             })
             .insert(Header {
                 key: "attache-error",
-                value: Some(&detail[..detail.len().min(4096)]),
+                value: Some(cut_at_char(detail, 4096)),
             })
             .insert(Header {
                 key: "attache-truncated",
@@ -144,6 +144,15 @@ impl KafkaProducer {
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The Kafka key of an alert: `ACTOR>TARGET`, the actor alone without a target.

@@ -172,6 +172,11 @@ fn commit(
         return;
     }
     let tpl = tpl_of(offsets);
+    // Store them too: librdkafka commits its stored offsets again on unassign, which
+    // would otherwise move the committed position back.
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::debug!(error = %e, "storing offsets before the commit");
+    }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => {
             m.commits.with_label_values(&["success"]).inc();
