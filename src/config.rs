@@ -451,6 +451,13 @@ impl Config {
                     "kafka.topics is empty and no kafka.topic_pattern is set".into(),
                 ));
             }
+            for own in k.alerts_topic.iter().chain(k.dead_letter_topic.iter()) {
+                if k.topic_pattern.is_none() && k.topics.contains(own) {
+                    return Err(bad(format!(
+                        "kafka.topics includes attaché's own output topic `{own}`: it would read its own alerts or dead letters"
+                    )));
+                }
+            }
             if let Some(p) = &k.topic_pattern {
                 let re =
                     regex::Regex::new(p).map_err(|e| bad(format!("kafka.topic_pattern: {e}")))?;
@@ -530,6 +537,19 @@ mod tests {
         .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("lisen") && s.contains("line 3"), "{s}");
+    }
+
+    #[test]
+    fn reading_own_output_topics_is_refused() {
+        let c = |extra: &str| {
+            Config::parse(&format!("[input]\nkind = \"kafka\"\n[kafka]\nalerts_topic = \"alerts\"\ndead_letter_topic = \"posts.dlq\"\n{extra}"), Path::new("x"))
+                .unwrap()
+                .validate(Path::new("x"))
+        };
+        assert!(c("").is_ok());
+        assert!(c("topics = [\"posts\", \"posts.dlq\"]\n").is_err());
+        assert!(c("topic_pattern = \"^posts\\\\..*\"\n").is_err());
+        assert!(c("topic_pattern = \"^posts-[a-z]+$\"\n").is_ok());
     }
 
     #[test]

@@ -302,7 +302,15 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
         hasher.update([0]);
         hasher.update(src.text.as_bytes());
         hasher.update([0]);
-        match serde_saphyr::from_str::<RawFile>(&src.text) {
+        // Rule files are trusted-ish but large (10,000 rules in one file is ~1M nodes):
+        // raise the parser's node and event budgets, keep its depth limit.
+        let opts = serde_saphyr::options! {
+            budget: serde_saphyr::budget! {
+                max_nodes: 20_000_000,
+                max_events: 40_000_000,
+            },
+        };
+        match serde_saphyr::from_str_with_options::<RawFile>(&src.text, opts) {
             Ok(f) => parsed.push((i, f)),
             Err(e) => {
                 let (line, column) = e
@@ -1339,6 +1347,23 @@ pub fn list_names(rs: &RuleSet) -> BTreeMap<String, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a file of 10,000 rules broke serde-saphyr's default node budget.
+    #[test]
+    fn ten_thousand_rules_in_one_file_compile() {
+        let mut text = String::from("category: c\nrules:\n");
+        for i in 0..10_000 {
+            text.push_str(&format!(
+                "  - {{ id: g.{i}, title: t, severity: low, when: {{ near: [{{ terms: [\"w{i}\", \"x{i}\"] }}, {{ terms: [\"y{i}\"] }}], within: 6 }}, unless: [{{ terms: [\"z{i}\"] }}] }}\n"
+            ));
+        }
+        let rs = load_sources(&[Source {
+            path: "big.yaml".into(),
+            text,
+        }])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rs.rules.len(), 10_000);
+    }
 
     #[test]
     fn term_syntax() {
