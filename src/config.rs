@@ -410,6 +410,20 @@ impl Config {
         }
     }
 
+    /// The validated sinks, routes, dedup window and dead-letter file, with secrets
+    /// read from the environment.
+    pub fn delivery_plan(
+        &self,
+    ) -> Result<crate::sink::config::DeliveryPlan, crate::sink::config::SinkConfigError> {
+        crate::sink::config::validate(
+            &self.sinks,
+            &self.routes,
+            &self.dedup,
+            &self.dead_letter.clone().unwrap_or_default(),
+            |k| std::env::var(k).ok(),
+        )
+    }
+
     /// Check values that serde cannot.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |message: String| ConfigError::Invalid {
@@ -494,14 +508,7 @@ impl Config {
         if self.pipeline.channel_capacity == 0 {
             return Err(bad("pipeline.channel_capacity must be > 0".into()));
         }
-        crate::sink::config::validate(
-            &self.sinks,
-            &self.routes,
-            &self.dedup,
-            &self.dead_letter.clone().unwrap_or_default(),
-            |k| std::env::var(k).ok(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        self.delivery_plan().map_err(|e| bad(e.to_string()))?;
         let addr: std::net::SocketAddr = self
             .http
             .listen

@@ -371,14 +371,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 },
         } => {
             let cfg = attache::config::Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let plan = attache::sink::config::validate(
-                &cfg.sinks,
-                &cfg.routes,
-                &cfg.dedup,
-                &cfg.dead_letter.clone().unwrap_or_default(),
-                |k| std::env::var(k).ok(),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let plan = cfg.delivery_plan().map_err(|e| anyhow::anyhow!("{e}"))?;
             let out = out.unwrap_or_else(|| attache::deadletter::replay_output_path(&file));
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let rep = rt.block_on(async {
@@ -422,14 +415,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 },
         } => {
             let cfg = attache::config::Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let plan = attache::sink::config::validate(
-                &cfg.sinks,
-                &cfg.routes,
-                &cfg.dedup,
-                &cfg.dead_letter.clone().unwrap_or_default(),
-                |k| std::env::var(k).ok(),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let plan = cfg.delivery_plan().map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut a = match alert {
                 Some(p) => serde_json::from_slice::<attache::alert::Alert>(
                     &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,

@@ -341,14 +341,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
     }
 
     // Routed sinks, and the dead-letter file for what they give up on.
-    let plan = crate::sink::config::validate(
-        &cfg.sinks,
-        &cfg.routes,
-        &cfg.dedup,
-        &cfg.dead_letter.clone().unwrap_or_default(),
-        |k| std::env::var(k).ok(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = cfg.delivery_plan().map_err(|e| anyhow::anyhow!("{e}"))?;
     let dead_file = if plan.sinks.is_empty() && cfg.dead_letter.is_none() {
         None
     } else {
