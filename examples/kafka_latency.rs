@@ -54,7 +54,7 @@ fn main() {
     }
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
+        .set("linger.ms", "5")
         .create()
         .expect("producer");
     let n = (rate * secs) as usize;
