@@ -24,7 +24,6 @@ fn bench(c: &mut Criterion) {
     )))
     .expect("shipped rules compile");
     let posts = posts();
-    let bytes: usize = posts.iter().map(|p| p.len()).sum();
 
     let mut g = c.benchmark_group("normalize");
     let texts: Vec<String> = posts
@@ -67,7 +66,6 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
-    let _ = bytes;
 }
 
 criterion_group!(benches, bench);

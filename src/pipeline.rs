@@ -174,43 +174,46 @@ impl DecodeDeadLetters {
                 )
                 .await
             }
-            Self::File(_) | Self::Writer(_) => {
-                let origin = match &d.origin {
-                    crate::alert::SourceRef::File { file, line } => {
-                        serde_json::json!({"file": file, "line": line})
-                    }
-                    crate::alert::SourceRef::Kafka {
-                        topic,
-                        partition,
-                        offset,
-                    } => {
-                        serde_json::json!({"topic": topic, "partition": partition, "offset": offset})
-                    }
-                };
-                let cut = &d.payload[..d.payload.len().min(64 * 1024)];
-                let rec = serde_json::json!({
-                    "kind": "decode", "source": origin, "reason": d.error.reason.as_str(), "error": d.error.detail,
-                    "size": d.size, "truncated": cut.len() < d.size, "raw": String::from_utf8_lossy(cut),
-                    "at": alert::rfc3339(chrono::Utc::now()),
-                });
-                match self {
-                    Self::File(f) => {
-                        // Durable before the message completes; retry rather than lose it.
-                        while let Err(e) = f.write_value(&rec).await {
-                            tracing::error!(error = %e, "cannot write a dead letter; retrying");
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        }
-                    }
-                    Self::Writer(w) => {
-                        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-                        if writeln!(w, "{rec}").and_then(|_| w.flush()).is_err() {
-                            tracing::error!("cannot write a dead letter to stderr");
-                        }
-                    }
-                    Self::Kafka(..) => {}
+            Self::File(f) => {
+                let rec = d.record();
+                // Durable before the message completes; retry rather than lose it.
+                while let Err(e) = f.write_value(&rec).await {
+                    tracing::error!(error = %e, "cannot write a dead letter; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            Self::Writer(w) => {
+                let rec = d.record();
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                if writeln!(w, "{rec}").and_then(|_| w.flush()).is_err() {
+                    tracing::error!("cannot write a dead letter to stderr");
                 }
             }
         }
+    }
+}
+
+impl DeadPost {
+    /// The JSON dead-letter record (file and stderr destinations).
+    fn record(&self) -> serde_json::Value {
+        let origin = match &self.origin {
+            crate::alert::SourceRef::File { file, line } => {
+                serde_json::json!({"file": file, "line": line})
+            }
+            crate::alert::SourceRef::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                serde_json::json!({"topic": topic, "partition": partition, "offset": offset})
+            }
+        };
+        let cut = &self.payload[..self.payload.len().min(64 * 1024)];
+        serde_json::json!({
+            "kind": "decode", "source": origin, "reason": self.error.reason.as_str(), "error": self.error.detail,
+            "size": self.size, "truncated": cut.len() < self.size, "raw": String::from_utf8_lossy(cut),
+            "at": alert::rfc3339(chrono::Utc::now()),
+        })
     }
 }
 

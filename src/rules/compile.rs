@@ -2,7 +2,7 @@
 //! one Aho-Corasick automaton (plus a RegexSet for regex terms) and index each rule
 //! under the terms it cannot fire without.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -1333,15 +1333,6 @@ fn necessary(c: &Cond) -> Option<Vec<u32>> {
         }
         Cond::None(_) => None,
     }
-}
-
-/// Group raw lists by name, for tools that want to look at them (e.g. docs).
-pub fn list_names(rs: &RuleSet) -> BTreeMap<String, bool> {
-    rs.sets
-        .iter()
-        .filter(|s| !s.name.contains('#'))
-        .map(|s| (s.name.clone(), s.country.is_some()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ impl Matcher {
             if !enabled || !self.prefilter(rule, post) {
                 continue;
             }
-            if let Some(ev) = self.evaluate(rules, rule, None) {
+            if let Some(ev) = self.evaluate(rule, None) {
                 let targets = self.targets(rules, rule, post);
                 out.push(RuleMatch {
                     rule: r,
@@ -241,7 +241,7 @@ impl Matcher {
                     "terms found, but the account or language filter excludes this post".into();
             } else {
                 let mut sup = Vec::new();
-                match self.evaluate(rules, rule, Some(&mut sup)) {
+                match self.evaluate(rule, Some(&mut sup)) {
                     Some(ev) => {
                         t.fired = true;
                         t.verdict = "fired".into();
@@ -473,7 +473,6 @@ impl Matcher {
     #[allow(clippy::type_complexity)]
     fn evaluate(
         &mut self,
-        rules: &RuleSet,
         rule: &Rule,
         mut sup: Option<&mut Vec<(String, Vec<Occ>, Vec<Occ>)>>,
     ) -> Option<Vec<Occ>> {
@@ -502,7 +501,6 @@ impl Matcher {
             any = true;
             kept.extend_from_slice(inst);
         }
-        let _ = rules;
         if !any {
             return None;
         }

@@ -12,7 +12,7 @@ use prometheus::{
 };
 
 use crate::decode::DecodeReason;
-use crate::rules::{RuleSet, Severity};
+use crate::rules::RuleSet;
 
 /// Set up `tracing`: human-readable to stderr by default, JSON lines with `json`.
 /// The level comes from `RUST_LOG` (default `info`).
@@ -209,7 +209,6 @@ impl Metrics {
             self.alerts
                 .with_label_values(&[&r.category, r.severity.as_str()]);
         }
-        let _ = Severity::ALL;
     }
 
     /// The Prometheus text exposition of every metric.
