@@ -49,6 +49,9 @@ pub struct Post<'a> {
 /// The account that posted.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Account<'a> {
+    /// The platform's account id (a string or a number in the input).
+    #[serde(borrow, default, deserialize_with = "string_or_number")]
+    pub id: Option<Cow<'a, str>>,
     /// Handle, with or without a leading `@`.
     #[serde(borrow, default)]
     pub handle: Option<Cow<'a, str>>,
@@ -77,6 +80,46 @@ pub struct Media<'a> {
     pub alt_text: Option<Cow<'a, str>>,
 }
 
+/// An account id may be a JSON string or number (platform ids are numeric); numbers
+/// are kept as their decimal text.
+fn string_or_number<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or an integer")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_option(V)
+}
+
 impl Post<'_> {
     /// The account's country, upper-cased ISO code, if present and non-empty.
     pub fn country(&self) -> Option<&str> {
@@ -100,6 +143,7 @@ impl Post<'_> {
             id: Cow::Owned(self.id.into_owned()),
             platform: o(self.platform),
             account: self.account.map(|a| Account {
+                id: o(a.id),
                 handle: o(a.handle),
                 name: o(a.name),
                 country: o(a.country),

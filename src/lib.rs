@@ -35,6 +35,7 @@ pub mod http;
 pub mod lines;
 pub mod normalize;
 pub mod pipeline;
+pub mod registry;
 pub mod route;
 pub mod rules;
 pub mod sink;

@@ -215,6 +215,8 @@ pub struct RuleSet {
     pub(crate) set_rules: Vec<Vec<u32>>,
     /// Number of distinct literal patterns.
     pub patterns: usize,
+    /// The account registry (`kind: accounts` files).
+    pub registry: crate::registry::Registry,
 }
 
 impl RuleSet {
@@ -245,6 +247,7 @@ impl RuleSet {
             verify: Vec::new(),
             set_rules: Vec::new(),
             patterns: 0,
+            registry: Default::default(),
         }
     }
 }
@@ -330,24 +333,44 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
     }
     let version = hex::encode(&hasher.finalize()[..6]);
 
-    // Pass 1: lists and countries from every file, so any rule can use any list.
+    // Pass 1: lists, countries and accounts from every file, so any rule can use any list.
     let mut files = Vec::new();
+    let mut registry = crate::registry::Registry::default();
     for (i, f) in &parsed {
         let path = &sources[*i].path;
         let kind = match f.kind.as_ref().map(|k| k.value.as_str()) {
             None | Some("rules") => "rules",
             Some("lists") => "lists",
             Some("countries") => "countries",
+            Some("accounts") => "accounts",
             Some(other) => {
                 let k = f.kind.as_ref().map(loc).unwrap_or((0, 0));
                 b.diag(
                     path,
                     k,
-                    format!("unknown file kind `{other}` (expected rules, lists or countries)"),
+                    format!(
+                        "unknown file kind `{other}` (expected rules, lists, countries or accounts)"
+                    ),
                 );
                 "rules"
             }
         };
+        if kind == "accounts" {
+            if let Some(r) = f.rules.first() {
+                b.diag(
+                    path,
+                    loc(&r.value.id),
+                    "an accounts file cannot define rules".into(),
+                );
+            }
+            registry.add_file(path, &f.accounts, &mut b.diags);
+        } else if let Some(a) = f.accounts.first() {
+            b.diag(
+                path,
+                loc(&a.value.platform),
+                "`accounts` belong in a file of `kind: accounts`".into(),
+            );
+        }
         for (name, list) in &f.lists {
             b.define_list(path, name, list, None);
         }
@@ -366,7 +389,7 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
             path: path.clone(),
             kind,
             rules: f.rules.len(),
-            lists: f.lists.len() + f.countries.len(),
+            lists: f.lists.len() + f.countries.len() + f.accounts.len(),
         });
     }
     // The built-in `country` list: every country term.
@@ -411,7 +434,9 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
             .sort_by(|a, c| (&a.file, a.line, a.column).cmp(&(&c.file, c.line, c.column)));
         return Err(LoadError::Invalid(b.diags));
     }
-    b.finish(files, version)
+    let mut rs = b.finish(files, version)?;
+    rs.registry = registry;
+    Ok(rs)
 }
 
 fn strip_location(msg: &str) -> String {
@@ -1288,6 +1313,7 @@ impl Builder {
             regexes,
             verify: self.verify,
             set_rules,
+            registry: Default::default(),
         })
     }
 }

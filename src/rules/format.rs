@@ -12,7 +12,7 @@ pub use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
-    /// `rules` (the default), `lists` or `countries`.
+    /// `rules` (the default), `lists`, `countries` or `accounts`.
     #[serde(default)]
     pub kind: Option<Spanned<String>>,
     /// Default category of the rules in this file.
@@ -30,6 +30,9 @@ pub struct RawFile {
     /// The rules.
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
+    /// Account registry entries (`kind: accounts`).
+    #[serde(default)]
+    pub accounts: Vec<Spanned<crate::registry::RawAccount>>,
 }
 
 /// A term list: language code (`en`, `fr`, …, or `any`) → terms.
