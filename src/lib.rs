@@ -31,6 +31,7 @@ pub mod config;
 pub mod deadletter;
 pub mod decode;
 pub mod embedded;
+pub mod escalation;
 pub mod http;
 pub mod lines;
 pub mod normalize;

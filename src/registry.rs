@@ -18,7 +18,9 @@ use crate::decode::Post;
 use crate::rules::Diagnostic;
 
 /// How much an account's words weigh in the escalation index, highest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// Heads of state and government.
