@@ -357,9 +357,231 @@ pub struct Config {
     /// for deliveries, stderr for undecodable posts.
     #[serde(default)]
     pub dead_letter: Option<crate::sink::config::RawDeadLetter>,
+    /// The escalation index per pair of states (DESIGN §5), see `docs/escalation.md`.
+    #[serde(default)]
+    pub escalation: EscalationConfig,
     /// Where the file was read from (`None` for the embedded default).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+}
+
+/// One level of `[escalation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    /// Name (`watch`, `warning`, `crisis`).
+    pub name: String,
+    /// Index at or above which the level holds.
+    pub at: f64,
+    /// Severity of the escalation alert announcing it.
+    pub severity: String,
+}
+
+/// `[escalation.tier_weights]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierWeights {
+    /// Heads of state and government.
+    pub head_of_state: f64,
+    /// Foreign ministries, ministers, spokespeople.
+    pub foreign_ministry: f64,
+    /// Embassies, consulates, missions.
+    pub embassy: f64,
+    /// State media, proxies, other registered accounts.
+    pub state_media: f64,
+}
+
+impl Default for TierWeights {
+    fn default() -> Self {
+        let [head_of_state, foreign_ministry, embassy, state_media] =
+            crate::escalation::Settings::default().tier_weights;
+        Self {
+            head_of_state,
+            foreign_ministry,
+            embassy,
+            state_media,
+        }
+    }
+}
+
+/// `[escalation]`: the per-pair escalation index.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// Keep the index and send escalation alerts.
+    pub enabled: bool,
+    /// Half-life of a contribution, hours of event time.
+    pub half_life_hours: f64,
+    /// Contributions older than this many half-lives are dropped.
+    pub cutoff_half_lives: f64,
+    /// Levels, ascending by `at`.
+    pub levels: Vec<LevelConfig>,
+    /// A level is left when the index falls below `at × (1 − hysteresis)`.
+    pub hysteresis: f64,
+    /// Weight per account tier (registered accounts).
+    pub tier_weights: TierWeights,
+    /// `keep` (with `unregistered_weight`) or `drop` alerts of unregistered accounts.
+    pub unregistered: String,
+    /// Weight of accounts not in the registry.
+    pub unregistered_weight: f64,
+    /// Categories that lower the index (sanctions lifted, relations restored, …).
+    pub de_escalation_categories: Vec<String>,
+    /// Rule tags meaning "a measure against the poster's state": counted target → actor.
+    pub reverse_tags: Vec<String>,
+    /// Categories where an answer in kind is a tit-for-tat.
+    pub reciprocity_categories: Vec<String>,
+    /// Window for an answer in kind, hours.
+    pub reciprocity_window_hours: f64,
+    /// Send an alert when a pair falls to a lower level.
+    pub de_escalation_notices: bool,
+    /// Most contributions kept per pair direction.
+    pub max_contributions: usize,
+    /// Pairs exported as `attache_escalation_index` gauges (highest index first).
+    pub top_pairs: usize,
+    /// Kafka: topic of pair contributions keyed by the unordered pair (the repartition
+    /// topic that makes several instances agree); none = index in process.
+    pub pairs_topic: Option<String>,
+    /// Kafka: consumer group of the pairs topic (default `<group_id>.escalation`).
+    pub pairs_group_id: Option<String>,
+    /// Kafka: topic for escalation alerts; none = not on Kafka.
+    pub escalations_topic: Option<String>,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        let s = crate::escalation::Settings::default();
+        Self {
+            enabled: true,
+            half_life_hours: s.half_life_hours,
+            cutoff_half_lives: s.cutoff_half_lives,
+            levels: s
+                .levels
+                .iter()
+                .map(|l| LevelConfig {
+                    name: l.name.clone(),
+                    at: l.at,
+                    severity: l.severity.clone(),
+                })
+                .collect(),
+            hysteresis: s.hysteresis,
+            tier_weights: TierWeights::default(),
+            unregistered: "keep".into(),
+            unregistered_weight: s.unregistered_weight.unwrap_or(0.5),
+            de_escalation_categories: s.de_escalation_categories,
+            reverse_tags: s.reverse_tags,
+            reciprocity_categories: s.reciprocity_categories,
+            reciprocity_window_hours: s.reciprocity_window_hours,
+            de_escalation_notices: s.de_escalation_notices,
+            max_contributions: s.max_contributions,
+            top_pairs: 10,
+            pairs_topic: None,
+            pairs_group_id: None,
+            escalations_topic: None,
+        }
+    }
+}
+
+impl EscalationConfig {
+    /// The validated runtime settings, or what is wrong.
+    pub fn settings(&self) -> Result<crate::escalation::Settings, String> {
+        let pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(format!(
+                    "escalation.{name} must be a positive number (got {v})"
+                ))
+            }
+        };
+        pos("half_life_hours", self.half_life_hours)?;
+        pos("cutoff_half_lives", self.cutoff_half_lives)?;
+        pos("reciprocity_window_hours", self.reciprocity_window_hours)?;
+        if !(0.0..1.0).contains(&self.hysteresis) {
+            return Err(format!(
+                "escalation.hysteresis must be in [0, 1) (got {})",
+                self.hysteresis
+            ));
+        }
+        if self.levels.is_empty() {
+            return Err("escalation.levels: at least one level is needed".into());
+        }
+        for (i, l) in self.levels.iter().enumerate() {
+            pos(&format!("levels[{i}].at"), l.at)?;
+            if crate::rules::Severity::parse(&l.severity).is_none() {
+                return Err(format!(
+                    "escalation.levels[{i}].severity `{}` is not one of info, low, medium, high, critical",
+                    l.severity
+                ));
+            }
+            if l.name.is_empty() || self.levels[..i].iter().any(|o| o.name == l.name) {
+                return Err(format!(
+                    "escalation.levels[{i}].name `{}` is empty or repeated",
+                    l.name
+                ));
+            }
+            if i > 0 && l.at <= self.levels[i - 1].at {
+                return Err(format!(
+                    "escalation.levels must ascend: `{}` ({}) is not above `{}` ({})",
+                    l.name,
+                    l.at,
+                    self.levels[i - 1].name,
+                    self.levels[i - 1].at
+                ));
+            }
+        }
+        let w = &self.tier_weights;
+        for (name, v) in [
+            ("head_of_state", w.head_of_state),
+            ("foreign_ministry", w.foreign_ministry),
+            ("embassy", w.embassy),
+            ("state_media", w.state_media),
+            ("unregistered_weight", self.unregistered_weight),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("escalation weight {name} must be ≥ 0 (got {v})"));
+            }
+        }
+        let unregistered_weight = match self.unregistered.as_str() {
+            "keep" => Some(self.unregistered_weight),
+            "drop" => None,
+            other => {
+                return Err(format!(
+                    "escalation.unregistered `{other}` is not keep or drop"
+                ))
+            }
+        };
+        if self.max_contributions == 0 {
+            return Err("escalation.max_contributions must be at least 1".into());
+        }
+        Ok(crate::escalation::Settings {
+            half_life_hours: self.half_life_hours,
+            cutoff_half_lives: self.cutoff_half_lives,
+            levels: self
+                .levels
+                .iter()
+                .map(|l| crate::escalation::Level {
+                    name: l.name.clone(),
+                    at: l.at,
+                    severity: l.severity.clone(),
+                })
+                .collect(),
+            hysteresis: self.hysteresis,
+            tier_weights: [
+                w.head_of_state,
+                w.foreign_ministry,
+                w.embassy,
+                w.state_media,
+            ],
+            unregistered_weight,
+            de_escalation_categories: self.de_escalation_categories.clone(),
+            reverse_tags: self.reverse_tags.clone(),
+            reciprocity_categories: self.reciprocity_categories.clone(),
+            reciprocity_window_hours: self.reciprocity_window_hours,
+            de_escalation_notices: self.de_escalation_notices,
+            max_contributions: self.max_contributions,
+            max_cited: crate::escalation::Settings::default().max_cited,
+        })
+    }
 }
 
 impl Config {
@@ -496,6 +718,14 @@ impl Config {
                     )));
                 }
             }
+        }
+        self.escalation.settings().map_err(bad)?;
+        if (self.escalation.pairs_topic.is_some() || self.escalation.escalations_topic.is_some())
+            && self.kafka.is_none()
+        {
+            return Err(bad(
+                "escalation.pairs_topic / escalations_topic need a [kafka] section".into(),
+            ));
         }
         if self.input.max_message_bytes == 0 {
             return Err(bad("input.max_message_bytes must be > 0".into()));

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::alert::Alert;
 use crate::sink::config::SinkSpec;
+use crate::sink::Outgoing as Alert;
 use crate::sink::{Delivery, Outcome};
 use crate::telemetry::Metrics;
 
@@ -74,7 +74,7 @@ pub struct DeadLetter {
     pub reason: String,
     /// Every attempt, in order (empty when none was made).
     pub attempts: Vec<Attempt>,
-    /// The alert, whole.
+    /// The alert (per-post or escalation), whole.
     pub alert: Alert,
     /// When it was written, RFC 3339 UTC.
     pub at: String,
@@ -501,7 +501,7 @@ mod tests {
                 error: None,
                 response: Some("oops".into()),
             }],
-            a,
+            a.into(),
         )
     }
 
@@ -624,7 +624,7 @@ mod tests {
         let Entry::Delivery(d) = &again[0] else {
             panic!()
         };
-        assert_eq!(d.alert.id, "2");
+        assert_eq!(d.alert.id(), "2");
         assert!(
             d.reason.contains("no sink is named \"gone\""),
             "{}",

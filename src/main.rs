@@ -443,6 +443,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 a.actor.as_deref().unwrap_or("-"),
                 a.targets
             );
+            let a: attache::sink::Outgoing = a.into();
             let routes = plan.router.matching_routes(&a);
             println!("matching routes (in order): {routes:?}");
             let sinks: Vec<&str> = plan

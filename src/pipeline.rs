@@ -23,10 +23,13 @@ use crate::alert::{self, Alert};
 use crate::config::Config;
 use crate::decode::{decode, DecodeError, DecodeReason, Limits};
 use crate::rules::{self, examples, Matcher, RuleSet};
+use crate::sink::Outgoing;
 use crate::sink::{self, Delivery};
 use crate::source::lines::LinesInput;
 use crate::source::Envelope;
-use crate::telemetry::events::{AlertRaised, DecodeFailed, RulesLoaded};
+use crate::telemetry::events::{
+    AlertRaised, DecodeFailed, EscalationRaised, PairsUpdated, RulesLoaded,
+};
 use crate::telemetry::Metrics;
 
 /// Where the live rules come from.
@@ -58,6 +61,54 @@ pub struct Shared {
     pub bearer_token: Option<String>,
     /// Whether POST endpoints are served.
     pub enable_post: bool,
+    /// The escalation index, when enabled.
+    pub escalation: Option<Arc<Escalations>>,
+}
+
+/// The escalation index of this instance with its settings, shared by the route stage
+/// (which folds contributions in input order) and the `/pairs` endpoint.
+pub struct Escalations {
+    /// Validated settings.
+    pub settings: crate::escalation::Settings,
+    /// The index.
+    pub index: std::sync::Mutex<crate::escalation::Index>,
+    /// Pairs exported as gauges.
+    pub top_pairs: usize,
+}
+
+impl Escalations {
+    /// Fold contributions in; the escalation alerts they cause, stamped `now`.
+    pub fn apply(
+        &self,
+        contributions: Vec<crate::escalation::Contribution>,
+        now: chrono::DateTime<chrono::Utc>,
+        m: &Metrics,
+    ) -> Vec<crate::escalation::Escalation> {
+        if contributions.is_empty() {
+            return Vec::new();
+        }
+        let mut ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let out: Vec<_> = contributions
+            .into_iter()
+            .flat_map(|c| ix.apply(c, &self.settings, Some(now)))
+            .collect();
+        for e in &out {
+            EscalationRaised { alert: e }.emit(m);
+        }
+        PairsUpdated {
+            pairs: &ix.view(None, &self.settings),
+            top: self.top_pairs,
+            levels: &self.settings.levels,
+        }
+        .emit(m);
+        out
+    }
+
+    /// The pairs, highest index first, valued at the latest event time.
+    pub fn view(&self) -> Vec<crate::escalation::PairView> {
+        let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        ix.view(None, &self.settings)
+    }
 }
 
 /// Why a reload was refused.
@@ -139,7 +190,9 @@ impl Shared {
 
 /// A processed message: its alerts, or the reason it is a dead letter.
 struct Processed {
-    alerts: Vec<Arc<Alert>>,
+    alerts: Vec<Arc<Outgoing>>,
+    /// What the post adds to the escalation index (empty when it is off).
+    contributions: Vec<crate::escalation::Contribution>,
     dead: Option<DeadPost>,
     ingest: SystemTime,
     ack: Option<crate::source::Ack>,
@@ -221,6 +274,29 @@ impl DeadPost {
 struct SinkTx {
     name: String,
     tx: mpsc::Sender<Delivery>,
+    /// Which alerts it takes.
+    takes: Takes,
+}
+
+/// Which alerts an unrouted sink takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    /// Both kinds (stdout).
+    All,
+    /// Per-post alerts (the Kafka alerts topic: `attache.alert.v1` only).
+    Alerts,
+    /// Escalation alerts (the Kafka escalations topic).
+    Escalations,
+}
+
+impl Takes {
+    fn wants(self, a: &Outgoing) -> bool {
+        match self {
+            Takes::All => true,
+            Takes::Alerts => !a.is_escalation(),
+            Takes::Escalations => a.is_escalation(),
+        }
+    }
 }
 
 /// The configured sinks, routed and deduplicated (webhook, Alertmanager, …).
@@ -269,6 +345,18 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         ),
         None => None,
     };
+    let escalation = if cfg.escalation.enabled {
+        Some(Arc::new(Escalations {
+            settings: cfg
+                .escalation
+                .settings()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            index: Default::default(),
+            top_pairs: cfg.escalation.top_pairs,
+        }))
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         rules: ArcSwap::from_pointee(rs),
         metrics: metrics.clone(),
@@ -279,6 +367,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         loaded_at: ArcSwap::from_pointee(alert::rfc3339(chrono::Utc::now())),
         bearer_token,
         enable_post: cfg.http.enable_post,
+        escalation,
     });
 
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
@@ -309,7 +398,11 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
 
     // Kafka producer (alerts topic, dead-letter topic), shared.
     let producer = match &cfg.kafka {
-        Some(k) if k.alerts_topic.is_some() || k.dead_letter_topic.is_some() => {
+        Some(k)
+            if k.alerts_topic.is_some()
+                || k.dead_letter_topic.is_some()
+                || cfg.escalation.escalations_topic.is_some() =>
+        {
             Some(crate::sink::kafka::KafkaProducer::new(k).context("creating the Kafka producer")?)
         }
         _ => None,
@@ -324,6 +417,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         sinks.push(SinkTx {
             name: "stdout".into(),
             tx,
+            takes: Takes::All,
         });
     }
     if let (Some(p), Some(topic)) = (
@@ -340,6 +434,21 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         sinks.push(SinkTx {
             name: "kafka".into(),
             tx,
+            takes: Takes::Alerts,
+        });
+    }
+    if let (Some(p), Some(topic)) = (&producer, cfg.escalation.escalations_topic.clone()) {
+        let (tx, rx) = mpsc::channel(cap);
+        sink_tasks.push(tokio::spawn(sink::kafka::run(
+            p.clone(),
+            topic,
+            rx,
+            metrics.clone(),
+        )));
+        sinks.push(SinkTx {
+            name: "kafka_escalations".into(),
+            tx,
+            takes: Takes::Escalations,
         });
     }
 
@@ -439,6 +548,7 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         sinks,
         routed,
         dead,
+        shared.escalation.clone(),
         metrics.clone(),
         cfg.pipeline.max_in_flight,
     ));
@@ -529,6 +639,7 @@ fn process_loop(
                 .emit(m);
                 Processed {
                     alerts: Vec::new(),
+                    contributions: Vec::new(),
                     dead: Some(DeadPost {
                         size: env.oversize.unwrap_or(env.payload.len()),
                         payload: env.payload,
@@ -539,12 +650,13 @@ fn process_loop(
                     ack: env.ack,
                 }
             }
-            Ok(post) => {
+            Ok(mut post) => {
                 // One rule set for the whole post, even if a reload swaps it meanwhile.
                 let rules = shared.rules.load();
+                let standing = rules.registry.enrich(&mut post);
                 matches.clear();
                 matcher.match_post(&rules, &post, &mut matches);
-                let alerts = if matches.is_empty() {
+                let alerts: Vec<Alert> = if matches.is_empty() {
                     Vec::new()
                 } else {
                     let fired_at = alert::rfc3339(chrono::Utc::now());
@@ -558,19 +670,35 @@ fn process_loop(
                                 severity: r.severity.as_str(),
                             }
                             .emit(m);
-                            Arc::new(alert::build(
+                            alert::build(
                                 &rules,
                                 mm,
                                 &post,
                                 Some(fired_at.clone()),
                                 Some(env.origin.clone()),
-                            ))
+                            )
                         })
                         .collect()
                 };
+                let contributions = match &shared.escalation {
+                    Some(e) if !alerts.is_empty() => {
+                        // Event time: created_at, else the Kafka timestamp / read time.
+                        let at = alert::event_time(&post)
+                            .unwrap_or_else(|| chrono::DateTime::<chrono::Utc>::from(env.ingest));
+                        crate::escalation::contributions(
+                            &alerts,
+                            standing.tier,
+                            standing.entry.is_some(),
+                            at,
+                            &e.settings,
+                        )
+                    }
+                    _ => Vec::new(),
+                };
                 drop(post);
                 Processed {
-                    alerts,
+                    alerts: alerts.into_iter().map(|a| Arc::new(a.into())).collect(),
+                    contributions,
                     dead: None,
                     ingest: env.ingest,
                     ack: env.ack,
@@ -593,11 +721,21 @@ async fn route_loop(
     sinks: Vec<SinkTx>,
     mut routed: Option<Routed>,
     dead: Arc<DecodeDeadLetters>,
+    escalation: Option<Arc<Escalations>>,
     m: Metrics,
     max_in_flight: usize,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
-    while let Some(p) = rx.recv().await {
+    while let Some(mut p) = rx.recv().await {
+        // The index is folded here, in input order, so the escalation alerts of a
+        // message complete with it (a crash before that replays the message; the
+        // index ignores contributions it already holds).
+        if let Some(e) = &escalation {
+            let contributions = std::mem::take(&mut p.contributions);
+            for x in e.apply(contributions, chrono::Utc::now(), &m) {
+                p.alerts.push(Arc::new(x.into()));
+            }
+        }
         if p.alerts.is_empty() && p.dead.is_none() {
             if let Some(ack) = p.ack {
                 ack();
@@ -610,7 +748,7 @@ async fn route_loop(
         let mut waits = Vec::new();
         let mut lost = false;
         for a in &p.alerts {
-            for s in &sinks {
+            for s in sinks.iter().filter(|s| s.takes.wants(a)) {
                 let (done, wait) = oneshot::channel();
                 match s
                     .tx

@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::alert::Alert;
 use crate::rules::Severity;
+use crate::sink::Outgoing;
 
 /// One validated route: filters and the sinks (indices into the sink list) it picks.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,20 +60,23 @@ pub struct Route {
 
 impl Route {
     /// Whether every filter of this route matches the alert.
-    pub fn matches(&self, alert: &Alert) -> bool {
-        let category = self.categories.is_empty() || self.categories.contains(&alert.rule.category);
+    pub fn matches(&self, alert: &Outgoing) -> bool {
+        let category =
+            self.categories.is_empty() || self.categories.iter().any(|c| c == alert.category());
         let severity = match self.min_severity {
             None => true,
-            Some(min) => Severity::parse(&alert.rule.severity).is_some_and(|s| s >= min),
+            Some(min) => Severity::parse(alert.severity()).is_some_and(|s| s >= min),
         };
         let actor = self.actors.is_empty()
             || alert
-                .actor
-                .as_deref()
+                .actor()
                 .is_some_and(|a| self.actors.iter().any(|x| x.eq_ignore_ascii_case(a)));
+        let targets: &[String] = match alert {
+            Outgoing::Alert(a) => &a.targets,
+            Outgoing::Escalation(e) => std::slice::from_ref(&e.target),
+        };
         let target = self.targets.is_empty()
-            || alert
-                .targets
+            || targets
                 .iter()
                 .any(|t| self.targets.iter().any(|x| x.eq_ignore_ascii_case(t)));
         category && severity && actor && target
@@ -140,7 +143,7 @@ impl Router {
     /// Indices of the routes that match and are evaluated, in order (for
     /// `attache routes test`): evaluation stops after a matching route without
     /// `continue`.
-    pub fn matching_routes(&self, alert: &Alert) -> Vec<usize> {
+    pub fn matching_routes(&self, alert: &Outgoing) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             if r.matches(alert) {
@@ -154,7 +157,7 @@ impl Router {
     }
 
     /// The sinks the alert goes to, each once, in the order first collected.
-    pub fn sinks(&self, alert: &Alert) -> Vec<usize> {
+    pub fn sinks(&self, alert: &Outgoing) -> Vec<usize> {
         if self.routes.is_empty() {
             return (0..self.classes.len()).collect();
         }
@@ -171,13 +174,16 @@ impl Router {
 
     /// Route the alert and apply dedup to the notification sinks among them. `now`
     /// is only used when the alert carries no parseable event time.
-    pub fn decide(&self, alert: &Alert, dedup: &mut Dedup, now: DateTime<Utc>) -> Vec<Decision> {
+    /// Escalation alerts are never deduplicated: each is a change of level.
+    pub fn decide(&self, alert: &Outgoing, dedup: &mut Dedup, now: DateTime<Utc>) -> Vec<Decision> {
         let t = event_time(alert, now);
         self.sinks(alert)
             .into_iter()
             .map(|sink| {
                 let verdict = match self.class(sink) {
-                    Some(SinkClass::Notification) => dedup.check_at(sink, alert, t),
+                    Some(SinkClass::Notification) if !alert.is_escalation() => {
+                        dedup.check_at(sink, alert, t)
+                    }
                     _ => Verdict::Send,
                 };
                 Decision { sink, verdict }
@@ -188,13 +194,13 @@ impl Router {
 
 /// The alert's event time: the post's `created_at` (RFC 3339), else `fired_at`, else
 /// `now`.
-pub fn event_time(alert: &Alert, now: DateTime<Utc>) -> DateTime<Utc> {
+pub fn event_time(alert: &Outgoing, now: DateTime<Utc>) -> DateTime<Utc> {
     let parse = |s: Option<&str>| {
         s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&Utc))
     };
-    parse(alert.post.created_at.as_deref())
-        .or_else(|| parse(alert.fired_at.as_deref()))
+    parse(alert.event_time())
+        .or_else(|| parse(alert.fired_at()))
         .unwrap_or(now)
 }
 
@@ -213,12 +219,12 @@ pub struct DedupKey {
 
 impl DedupKey {
     /// The key of an alert on a sink.
-    pub fn of(sink: usize, alert: &Alert) -> Self {
+    pub fn of(sink: usize, alert: &Outgoing) -> Self {
         Self {
             sink,
-            rule: alert.rule.id.clone(),
-            actor: alert.actor.clone(),
-            target: alert.targets.first().cloned(),
+            rule: alert.rule_id(),
+            actor: alert.actor().map(str::to_string),
+            target: alert.target().map(str::to_string),
         }
     }
 }
@@ -266,12 +272,12 @@ impl Dedup {
     }
 
     /// Decide for an alert on a sink, at its [`event_time`] (`now` as the last resort).
-    pub fn check(&mut self, sink: usize, alert: &Alert, now: DateTime<Utc>) -> Verdict {
+    pub fn check(&mut self, sink: usize, alert: &Outgoing, now: DateTime<Utc>) -> Verdict {
         self.check_at(sink, alert, event_time(alert, now))
     }
 
     /// Decide for an alert on a sink at a given event time.
-    pub fn check_at(&mut self, sink: usize, alert: &Alert, t: DateTime<Utc>) -> Verdict {
+    pub fn check_at(&mut self, sink: usize, alert: &Outgoing, t: DateTime<Utc>) -> Verdict {
         self.observe(DedupKey::of(sink, alert), t.timestamp_millis())
     }
 
@@ -323,7 +329,7 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{AlertAccount, AlertPost, AlertRule};
+    use crate::alert::{Alert, AlertAccount, AlertPost, AlertRule};
     use proptest::prelude::*;
 
     fn alert(
@@ -405,7 +411,7 @@ mod tests {
             ("one filter fails", route(&["persona_non_grata"], Some("high"), &["SA"], &["US"], &[0], false), png(), false),
         ];
         for (name, r, a, want) in cases {
-            assert_eq!(r.matches(&a), want, "{name}");
+            assert_eq!(r.matches(&crate::sink::Outgoing::from(a.clone())), want, "{name}");
         }
     }
 
@@ -444,8 +450,8 @@ mod tests {
         ];
         for (name, routes, a, sinks, matched) in cases {
             let r = Router::new(routes, classes.clone());
-            assert_eq!(r.sinks(a), sinks, "{name}");
-            assert_eq!(r.matching_routes(a), matched, "{name}");
+            assert_eq!(r.sinks(&crate::sink::Outgoing::from(a.clone())), sinks, "{name}");
+            assert_eq!(r.matching_routes(&crate::sink::Outgoing::from(a.clone())), matched, "{name}");
         }
     }
 
@@ -454,17 +460,20 @@ mod tests {
         let now: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
         let mut a = alert("c", "high", None, &[], "2018-08-05T12:00:00+02:00");
         assert_eq!(
-            event_time(&a, now).to_rfc3339(),
+            event_time(&crate::sink::Outgoing::from(a.clone()), now).to_rfc3339(),
             "2018-08-05T10:00:00+00:00"
         );
         a.post.created_at = Some("yesterday".into());
         a.fired_at = Some("2020-01-01T00:00:00Z".into());
         assert_eq!(
-            event_time(&a, now).to_rfc3339(),
+            event_time(&crate::sink::Outgoing::from(a.clone()), now).to_rfc3339(),
             "2020-01-01T00:00:00+00:00"
         );
         a.fired_at = None;
-        assert_eq!(event_time(&a, now), now);
+        assert_eq!(
+            event_time(&crate::sink::Outgoing::from(a.clone()), now),
+            now
+        );
     }
 
     fn key(k: u8) -> DedupKey {
@@ -513,13 +522,13 @@ mod tests {
         let now = Utc::now();
         let a = alert("c", "high", Some("SA"), &["CA"], T0);
         let first: Vec<Verdict> = r
-            .decide(&a, &mut d, now)
+            .decide(&crate::sink::Outgoing::from(a.clone()), &mut d, now)
             .iter()
             .map(|x| x.verdict)
             .collect();
         assert_eq!(first, vec![Verdict::Send; 3]);
         let again: Vec<Verdict> = r
-            .decide(&a, &mut d, now)
+            .decide(&crate::sink::Outgoing::from(a.clone()), &mut d, now)
             .iter()
             .map(|x| x.verdict)
             .collect();
@@ -530,7 +539,7 @@ mod tests {
         // A different first target is a different key.
         let b = alert("c", "high", Some("SA"), &["DE", "CA"], T0);
         assert!(r
-            .decide(&b, &mut d, now)
+            .decide(&crate::sink::Outgoing::from(b.clone()), &mut d, now)
             .iter()
             .all(|x| x.verdict == Verdict::Send));
     }

@@ -108,7 +108,7 @@ async fn alerts_are_visible_in_a_real_alertmanager() {
         let (done, wait) = oneshot::channel();
         sink.tx
             .send(Delivery {
-                alert: Arc::new(a.clone()),
+                alert: Arc::new(a.clone().into()),
                 done,
             })
             .await
@@ -188,7 +188,7 @@ async fn an_alert_alertmanager_rejects_goes_to_the_dead_letters() {
     let (done, wait) = oneshot::channel();
     sink.tx
         .send(Delivery {
-            alert: Arc::new(a),
+            alert: Arc::new(a.into()),
             done,
         })
         .await

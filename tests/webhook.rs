@@ -219,7 +219,7 @@ impl Sink {
         self.handle
             .tx
             .send(Delivery {
-                alert: Arc::new(a),
+                alert: Arc::new(a.into()),
                 done,
             })
             .await
@@ -403,7 +403,7 @@ async fn gone_disables_the_sink_and_dead_letters_everything() {
     assert_eq!(rx.reqs().len(), 1, "no request after the 410");
     let dl = s.dead_letters();
     assert_eq!(dl.len(), 3);
-    assert_eq!(dl[0].alert, first);
+    assert_eq!(dl[0].alert, first.clone().into());
     assert_eq!(dl[0].kind, "delivery");
     assert_eq!(dl[0].sink, "hook");
     assert_eq!(dl[0].attempts.len(), 1);
@@ -434,7 +434,7 @@ async fn a_client_error_is_dead_lettered_at_once() {
     assert_eq!(rx.reqs().len(), 1, "not retried");
     let dl = s.dead_letters();
     assert_eq!(dl.len(), 1);
-    assert_eq!(dl[0].alert, a);
+    assert_eq!(dl[0].alert, a.clone().into());
     assert_eq!(dl[0].attempts[0].status, Some(400));
     assert_eq!(
         dl[0].attempts[0].response.as_deref(),
@@ -526,7 +526,7 @@ async fn the_queue_is_bounded() {
     for n in 0..10 {
         let (done, wait) = oneshot::channel();
         match s.handle.tx.try_send(Delivery {
-            alert: Arc::new(alert(200 + n)),
+            alert: Arc::new(alert(200 + n).into()),
             done,
         }) {
             Ok(()) => waits.push(wait),

@@ -14,6 +14,7 @@
 
 pub mod notice;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
@@ -223,7 +224,7 @@ fn decayed(w: f64, at: DateTime<Utc>, now: DateTime<Utc>, s: &Settings) -> f64 {
 /// Alerts without an actor or target contribute nothing; nor do unregistered accounts
 /// when the policy drops them.
 pub fn contributions(
-    alerts: &[impl AsRef<Alert>],
+    alerts: &[impl Borrow<Alert>],
     tier: Tier,
     registered: bool,
     at: DateTime<Utc>,
@@ -234,7 +235,7 @@ pub fn contributions(
     };
     let mut by: BTreeMap<(String, String, String), Contribution> = BTreeMap::new();
     for a in alerts {
-        let a = a.as_ref();
+        let a: &Alert = a.borrow();
         let Some(poster) = a.actor.as_deref().filter(|c| !c.is_empty()) else {
             continue;
         };

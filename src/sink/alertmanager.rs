@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::alert::Alert;
+use super::Outgoing as Alert;
 use crate::route::event_time;
 
 /// Longest `text` annotation, in characters.
@@ -34,12 +34,12 @@ pub const TEXT_LIMIT: usize = 1000;
 /// The alert's labels.
 pub fn labels(alert: &Alert) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
-        ("alertname", alert.rule.id.clone()),
-        ("rule_id", alert.rule.id.clone()),
-        ("category", alert.rule.category.clone()),
-        ("severity", alert.rule.severity.clone()),
-        ("actor", alert.actor.clone().unwrap_or_default()),
-        ("target", alert.targets.first().cloned().unwrap_or_default()),
+        ("alertname", alert.rule_id()),
+        ("rule_id", alert.rule_id()),
+        ("category", alert.category().to_string()),
+        ("severity", alert.severity().to_string()),
+        ("actor", alert.actor().unwrap_or_default().to_string()),
+        ("target", alert.target().unwrap_or_default().to_string()),
     ])
 }
 
@@ -47,27 +47,30 @@ pub fn labels(alert: &Alert) -> BTreeMap<&'static str, String> {
 pub fn annotations(alert: &Alert) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("summary", summary(alert)),
-        ("post_url", alert.post.url.clone().unwrap_or_default()),
+        ("post_url", alert.url().unwrap_or_default().to_string()),
         (
             "text",
-            truncate_chars(alert.post.text.as_deref().unwrap_or(""), TEXT_LIMIT),
+            truncate_chars(alert.text().unwrap_or(""), TEXT_LIMIT),
         ),
-        ("alert_id", alert.id.clone()),
+        ("alert_id", alert.id().to_string()),
     ])
 }
 
 /// `"<title>: SA → CA"`; the parts that are unknown are left out.
 pub fn summary(alert: &Alert) -> String {
-    let pair = match (alert.actor.as_deref(), alert.targets.first()) {
+    if alert.is_escalation() {
+        return alert.title().to_string();
+    }
+    let pair = match (alert.actor(), alert.target()) {
         (Some(a), Some(t)) => format!("{a} → {t}"),
         (Some(a), None) => a.to_string(),
         (None, Some(t)) => format!("→ {t}"),
         (None, None) => String::new(),
     };
     if pair.is_empty() {
-        alert.rule.title.clone()
+        alert.title().to_string()
     } else {
-        format!("{}: {pair}", alert.rule.title)
+        format!("{}: {pair}", alert.title())
     }
 }
 
@@ -114,7 +117,7 @@ pub fn api_body(alert: &Alert, resolve_timeout: Duration, now: DateTime<Utc>) ->
         "annotations": annotations(alert),
         "startsAt": rfc3339_ms(starts),
         "endsAt": rfc3339_ms(ends),
-        "generatorURL": alert.post.url.clone().unwrap_or_default(),
+        "generatorURL": alert.url().unwrap_or_default(),
     }])
 }
 
@@ -123,8 +126,8 @@ pub fn api_body(alert: &Alert, resolve_timeout: Duration, now: DateTime<Utc>) ->
 pub fn webhook_body(alert: &Alert, receiver: &str, now: DateTime<Utc>) -> Value {
     let labels = labels(alert);
     let annotations = annotations(alert);
-    let group = BTreeMap::from([("alertname", alert.rule.id.clone())]);
-    let group_key = format!("{{}}:{{alertname={:?}}}", alert.rule.id);
+    let group = BTreeMap::from([("alertname", alert.rule_id())]);
+    let group_key = format!("{{}}:{{alertname={:?}}}", alert.rule_id());
     json!({
         "version": "4",
         "groupKey": group_key,
@@ -142,7 +145,7 @@ pub fn webhook_body(alert: &Alert, receiver: &str, now: DateTime<Utc>) -> Value 
             "startsAt": rfc3339_ms(event_time(alert, now)),
             // What Alertmanager sends for a firing alert: the zero time.
             "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": alert.post.url.clone().unwrap_or_default(),
+            "generatorURL": alert.url().unwrap_or_default(),
             "fingerprint": fingerprint(&labels),
         }],
     })
@@ -156,13 +159,13 @@ mod tests {
     #[test]
     fn labels_and_annotations() {
         let a = sample_alert();
-        let l = labels(&a);
+        let l = labels(&crate::sink::Outgoing::from(a.clone()));
         assert_eq!(l["alertname"], "png.declared");
         assert_eq!(l["category"], "persona_non_grata");
         assert_eq!(l["severity"], "high");
         assert_eq!(l["actor"], "SA");
         assert_eq!(l["target"], "CA");
-        let an = annotations(&a);
+        let an = annotations(&crate::sink::Outgoing::from(a.clone()));
         assert_eq!(
             an["summary"],
             "Ambassador declared persona non grata: SA → CA"
@@ -185,7 +188,11 @@ mod tests {
             a.rule.title = "T".into();
             a.actor = actor.map(String::from);
             a.targets = targets.into_iter().map(String::from).collect();
-            assert_eq!(summary(&a), want, "{name}");
+            assert_eq!(
+                summary(&crate::sink::Outgoing::from(a.clone())),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -198,7 +205,12 @@ mod tests {
         assert_eq!(t.chars().count(), TEXT_LIMIT);
         let mut a = sample_alert();
         a.post.text = Some(long);
-        assert_eq!(annotations(&a)["text"].chars().count(), TEXT_LIMIT);
+        assert_eq!(
+            annotations(&crate::sink::Outgoing::from(a.clone()))["text"]
+                .chars()
+                .count(),
+            TEXT_LIMIT
+        );
     }
 
     #[test]
@@ -206,11 +218,11 @@ mod tests {
         let a = sample_alert(); // created 2018-08-05T23:01:00Z
         let day = Duration::from_secs(86_400);
         let then: DateTime<Utc> = "2018-08-05T23:02:00Z".parse().unwrap();
-        let b = api_body(&a, day, then);
+        let b = api_body(&crate::sink::Outgoing::from(a.clone()), day, then);
         assert_eq!(b[0]["startsAt"], "2018-08-05T23:01:00.000Z");
         assert_eq!(b[0]["endsAt"], "2018-08-06T23:02:00.000Z");
         let later: DateTime<Utc> = "2024-01-01T00:00:00Z".parse().unwrap();
-        let b = api_body(&a, day, later);
+        let b = api_body(&crate::sink::Outgoing::from(a.clone()), day, later);
         assert_eq!(b[0]["startsAt"], "2018-08-05T23:01:00.000Z");
         assert_eq!(b[0]["endsAt"], "2024-01-02T00:00:00.000Z");
         assert_eq!(b[0]["labels"]["alertname"], "png.declared");
@@ -220,7 +232,11 @@ mod tests {
     #[test]
     fn webhook_v4_shape() {
         let a = sample_alert();
-        let b = webhook_body(&a, "oncall", Utc::now());
+        let b = webhook_body(
+            &crate::sink::Outgoing::from(a.clone()),
+            "oncall",
+            Utc::now(),
+        );
         for k in [
             "version",
             "groupKey",
@@ -241,6 +257,9 @@ mod tests {
         assert_eq!(al["status"], "firing");
         assert_eq!(al["labels"]["target"], "CA");
         assert_eq!(al["fingerprint"].as_str().unwrap().len(), 16);
-        assert_eq!(al["fingerprint"], fingerprint(&labels(&a)));
+        assert_eq!(
+            al["fingerprint"],
+            fingerprint(&labels(&crate::sink::Outgoing::from(a.clone())))
+        );
     }
 }

@@ -542,10 +542,18 @@ impl Template {
         Ok(Self { env: Arc::new(env) })
     }
 
-    /// Render the template for an alert.
-    pub fn render(&self, alert: &Alert) -> Result<String, minijinja::Error> {
+    /// Render the template for an alert. The context has `alert` (the alert or
+    /// escalation object as JSON) and `kind` (`alert` or `escalation`).
+    pub fn render(&self, alert: &crate::sink::Outgoing) -> Result<String, minijinja::Error> {
         let t = self.env.get_template(TEMPLATE_NAME)?;
-        t.render(minijinja::context! { alert => minijinja::Value::from_serialize(alert) })
+        let kind = if alert.is_escalation() {
+            "escalation"
+        } else {
+            "alert"
+        };
+        t.render(
+            minijinja::context! { alert => minijinja::Value::from_serialize(alert), kind => kind },
+        )
     }
 }
 
@@ -908,7 +916,7 @@ fn validate_template(at: &str, src: &str, content_type: &str) -> Result<Template
     };
     let t = Template::compile(src).map_err(|e| err(format!("does not compile: {e}")))?;
     let out = t
-        .render(&sample_alert())
+        .render(&sample_alert().into())
         .map_err(|e| err(format!("does not render the sample alert: {e}")))?;
     if content_type.contains("json") {
         serde_json::from_str::<serde_json::Value>(&out).map_err(|e| {
@@ -1109,7 +1117,9 @@ mod tests {
         };
         let mut a = sample_alert();
         a.rule.title = "say \"hi\"".into();
-        let v: serde_json::Value = serde_json::from_str(&t.render(&a).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&t.render(&crate::sink::Outgoing::from(a.clone())).unwrap())
+                .unwrap();
         assert_eq!(v["text"], "say \"hi\" SA→CA");
     }
 
@@ -1142,7 +1152,7 @@ mod tests {
             DeadLetterSpec::File("dead-letters.jsonl".into())
         );
         // No routes: every alert to every sink.
-        assert_eq!(p.router.sinks(&sample_alert()), vec![0]);
+        assert_eq!(p.router.sinks(&sample_alert().into()), vec![0]);
     }
 
     /// (name, config, expected fragment of the error)
@@ -1233,7 +1243,7 @@ mod tests {
             panic!()
         };
         let v: serde_json::Value =
-            serde_json::from_str(&t.render(&sample_alert()).unwrap()).unwrap();
+            serde_json::from_str(&t.render(&sample_alert().into()).unwrap()).unwrap();
         assert_eq!(
             v["text"],
             "[high] Ambassador declared persona non grata: SA → CA https://x.com/KSAmofaEN/status/1026754345427451904"

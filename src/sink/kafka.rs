@@ -14,8 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{Delivery, Outcome};
-use crate::alert::Alert;
+use super::{Delivery, Outcome, Outgoing};
 use crate::config::KafkaConfig;
 use crate::telemetry::Metrics;
 
@@ -156,9 +155,9 @@ fn cut_at_char(s: &str, max: usize) -> &str {
 }
 
 /// The Kafka key of an alert: `ACTOR>TARGET`, the actor alone without a target.
-pub fn alert_key(a: &Alert) -> String {
-    let actor = a.actor.as_deref().unwrap_or("");
-    match a.targets.first() {
+pub fn alert_key(a: &Outgoing) -> String {
+    let actor = a.actor().unwrap_or("");
+    match a.target() {
         Some(t) => format!("{actor}>{t}"),
         None => actor.to_string(),
     }

@@ -63,8 +63,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::config::{Format, HttpSpec, Policy};
+use super::Outgoing as Alert;
 use super::{Delivery, Outcome};
-use crate::alert::Alert;
 use crate::deadletter::{Attempt, DeadLetter, DeadLetters};
 use crate::telemetry::Metrics;
 
@@ -87,17 +87,25 @@ pub enum EncodeError {
     Json(#[from] serde_json::Error),
 }
 
-/// The `type` of the native envelope.
+/// The `type` of the native envelope of a per-post alert.
 pub const NATIVE_TYPE: &str = "attache.alert";
 
+/// The `type` of the native envelope of an escalation alert.
+pub const NATIVE_ESCALATION_TYPE: &str = "attache.escalation";
+
 /// The native body: `{"type": "attache.alert", "timestamp": <fired_at or event time>,
-/// "data": <alert>}`.
+/// "data": <alert>}` (`attache.escalation` for escalation alerts).
 pub fn native_body(alert: &Alert, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     let ts = alert
-        .fired_at
-        .clone()
+        .fired_at()
+        .map(str::to_string)
         .unwrap_or_else(|| crate::alert::rfc3339(crate::route::event_time(alert, now)));
-    json!({ "type": NATIVE_TYPE, "timestamp": ts, "data": alert })
+    let kind = if alert.is_escalation() {
+        NATIVE_ESCALATION_TYPE
+    } else {
+        NATIVE_TYPE
+    };
+    json!({ "type": kind, "timestamp": ts, "data": alert })
 }
 
 /// The request body for an alert in a format. `sink` is the receiver name of the
@@ -320,7 +328,7 @@ impl Endpoint {
             Ok(b) => b,
             Err(e) => return fail(format!("cannot build the request body: {e}"), attempts),
         };
-        let Ok(id) = HeaderValue::from_str(&alert.id) else {
+        let Ok(id) = HeaderValue::from_str(alert.id()) else {
             return fail("the alert id is not a valid header value".into(), attempts);
         };
         for n in 1..=p.max_attempts {
@@ -342,7 +350,7 @@ impl Endpoint {
             }
             let timeout = p.timeout.min(remaining);
             let at = crate::alert::rfc3339(chrono::Utc::now());
-            let r = self.send_once(&alert.id, &id, &body, timeout).await;
+            let r = self.send_once(alert.id(), &id, &body, timeout).await;
             let class = r.status.map_or(Class::Retry, classify);
             attempts.push(Attempt {
                 attempt: n,
@@ -390,7 +398,7 @@ impl Endpoint {
             }
             Retrying {
                 sink: &self.name,
-                alert_id: &alert.id,
+                alert_id: alert.id(),
                 attempt: n,
                 status: r.status,
                 error: r.error.as_deref(),
@@ -471,7 +479,7 @@ impl Endpoint {
                 Ok(()) => {
                     AlertDeadLettered {
                         sink: &self.name,
-                        alert_id: &alert.id,
+                        alert_id: alert.id(),
                         reason: &rec.reason,
                         attempts: rec.attempts.len(),
                     }
@@ -482,7 +490,7 @@ impl Endpoint {
                     // Answering now would lose the alert: keep it and try again.
                     DeadLetterWriteFailed {
                         sink: &self.name,
-                        alert_id: &alert.id,
+                        alert_id: alert.id(),
                         error: &e,
                     }
                     .emit(&self.metrics);
@@ -905,7 +913,7 @@ mod tests {
     #[test]
     fn native_envelope() {
         let a = crate::sink::config::sample_alert();
-        let v = native_body(&a, chrono::Utc::now());
+        let v = native_body(&crate::sink::Outgoing::from(a.clone()), chrono::Utc::now());
         assert_eq!(v["type"], "attache.alert");
         assert_eq!(v["timestamp"], "2018-08-05T23:01:10Z");
         assert_eq!(v["data"], serde_json::to_value(&a).unwrap());

@@ -85,3 +85,50 @@ impl RulesLoaded<'_> {
         }
     }
 }
+
+/// The escalation index produced an escalation alert.
+pub struct EscalationRaised<'a> {
+    /// The alert.
+    pub alert: &'a crate::escalation::Escalation,
+}
+
+impl EscalationRaised<'_> {
+    /// Log (escalations are rare and operators want them in the log) and count.
+    pub fn emit(&self, m: &Metrics) {
+        let a = self.alert;
+        let level = a.level.as_deref().unwrap_or("none");
+        m.escalations
+            .with_label_values(&[a.kind.as_str(), level])
+            .inc();
+        tracing::info!(kind = a.kind.as_str(), actor = %a.actor, target = %a.target, level, index = a.index, at = %a.at, "escalation");
+    }
+}
+
+/// The escalation index changed: refresh the bounded top-pairs gauges.
+pub struct PairsUpdated<'a> {
+    /// The pairs, highest index first (only the first `top` are exported).
+    pub pairs: &'a [crate::escalation::PairView],
+    /// How many to export.
+    pub top: usize,
+    /// Level names, lowest first.
+    pub levels: &'a [crate::escalation::Level],
+}
+
+impl PairsUpdated<'_> {
+    /// Replace the gauges' series with the current top pairs.
+    pub fn emit(&self, m: &Metrics) {
+        m.escalation_index.reset();
+        m.escalation_level.reset();
+        m.escalation_pairs.set(self.pairs.len() as i64);
+        for p in self.pairs.iter().take(self.top) {
+            let labels = [p.actor.as_str(), p.target.as_str()];
+            m.escalation_index.with_label_values(&labels).set(p.index);
+            let level = p
+                .level
+                .as_deref()
+                .and_then(|l| self.levels.iter().position(|x| x.name == l))
+                .map_or(0, |i| i as i64 + 1);
+            m.escalation_level.with_label_values(&labels).set(level);
+        }
+    }
+}

@@ -85,6 +85,14 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// Messages consumed by topic (Kafka).
     pub kafka_messages: IntCounterVec,
+    /// Escalation alerts by kind and level.
+    pub escalations: IntCounterVec,
+    /// Escalation index of the top pairs (bounded: `escalation.top_pairs` series).
+    pub escalation_index: GaugeVec,
+    /// Level of the top pairs (0 none, 1 the first level, …).
+    pub escalation_level: IntGaugeVec,
+    /// Pair directions held in the index.
+    pub escalation_pairs: IntGauge,
 }
 
 fn c(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -148,6 +156,19 @@ impl Metrics {
             commits: c("attache_kafka_commits_total", "Offset commits by outcome.", &["outcome"]),
             rebalances: c("attache_kafka_rebalances_total", "Consumer group rebalances by kind.", &["kind"]),
             kafka_messages: c("attache_kafka_messages_consumed_total", "Kafka messages consumed by topic.", &["topic"]),
+            escalations: c("attache_escalations_total", "Escalation alerts by kind and level.", &["kind", "level"]),
+            escalation_index: GaugeVec::new(
+                Opts::new("attache_escalation_index", "Escalation index of the top pairs (actor → target), highest first; bounded by escalation.top_pairs."),
+                &["actor", "target"],
+            )
+            .expect("static metric definition"),
+            escalation_level: IntGaugeVec::new(
+                Opts::new("attache_escalation_level", "Escalation level of the top pairs: 0 none, 1 the first configured level, …"),
+                &["actor", "target"],
+            )
+            .expect("static metric definition"),
+            escalation_pairs: IntGauge::new("attache_escalation_pairs", "Pair directions held in the escalation index.")
+                .expect("static metric definition"),
             registry,
         };
         let build = GaugeVec::new(
@@ -185,6 +206,10 @@ impl Metrics {
             Box::new(m.commits.clone()),
             Box::new(m.rebalances.clone()),
             Box::new(m.kafka_messages.clone()),
+            Box::new(m.escalations.clone()),
+            Box::new(m.escalation_index.clone()),
+            Box::new(m.escalation_level.clone()),
+            Box::new(m.escalation_pairs.clone()),
         ];
         for col in all {
             r.register(col).expect("metric names are unique");
