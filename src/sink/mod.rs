@@ -23,6 +23,7 @@ use crate::escalation::Escalation;
 /// (`attache.escalation.v1`). Serialised as the inner object, unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // always behind an `Arc`; boxing would add a hop
 pub enum Outgoing {
     /// A per-post alert.
     Alert(Alert),
