@@ -1,4 +1,5 @@
-//! The HTTP server: /metrics, /healthz, /readyz, /rules, POST /-/reload, POST /explain.
+//! The HTTP server: /metrics, /healthz, /readyz, /rules, /pairs, POST /-/reload,
+//! POST /explain.
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/rules", get(rules))
         .route("/-/reload", post(reload))
         .route("/explain", post(explain))
+        .route("/pairs", get(pairs))
         .with_state(shared)
 }
 
@@ -124,7 +126,7 @@ async fn explain(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
     if let Err(r) = authorised(&s, &headers) {
         return *r;
     }
-    let post = match decode(&body, &Limits::default()) {
+    let mut post = match decode(&body, &Limits::default()) {
         Ok(p) => p,
         Err(e) => {
             return (
@@ -135,6 +137,51 @@ async fn explain(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
         }
     };
     let rs = s.rules.load();
+    rs.registry.enrich(&mut post);
     let traces = crate::commands::explain::traces(&rs, &post);
     Json(crate::commands::explain::render_json(&rs, &post, &traces)).into_response()
+}
+
+/// `GET /pairs?limit=N`: the escalation index, highest first, with evidence and the
+/// level history of each pair direction (valued at the latest event time).
+async fn pairs(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(e) = &s.escalation else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "the escalation index is off (escalation.enabled = false)"})),
+        )
+            .into_response();
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "limit must be a non-negative integer"})),
+            )
+                .into_response()
+        }
+    };
+    let mut pairs = e.view();
+    let total = pairs.len();
+    pairs.truncate(limit);
+    let watermark = e
+        .index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .watermark()
+        .map(crate::alert::rfc3339);
+    Json(json!({
+        "schema": "attache.pairs.v1",
+        "as_of": watermark,
+        "levels": e.settings.levels,
+        "half_life_hours": e.settings.half_life_hours,
+        "total": total,
+        "pairs": pairs,
+    }))
+    .into_response()
 }

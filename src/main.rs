@@ -93,6 +93,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The escalation index per pair of states: replay posts in event time and print
+    /// the levels reached with their evidence (and, with --timeline, every escalation
+    /// alert in order); or print a running instance's /pairs (--url).
+    Pairs {
+        /// Rules directory (with the account registry).
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Configuration file whose `[escalation]` section to use (default: built-in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also print the escalation alerts in order: the level timeline.
+        #[arg(long)]
+        timeline: bool,
+        /// Print JSON (`{"pairs": […], "escalations": […]}`) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Evidence lines per pair in the text output.
+        #[arg(long, default_value_t = 5)]
+        evidence: usize,
+        /// Base URL of a running instance (http://127.0.0.1:9464): print its /pairs.
+        #[arg(long, conflicts_with = "inputs")]
+        url: Option<String>,
+        /// JSON-lines post files, in order (`-` for stdin).
+        inputs: Vec<String>,
+    },
     /// Dead letters: re-send alerts a sink gave up on.
     Dlq {
         #[command(subcommand)]
@@ -326,6 +351,93 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pairs {
+            rules: dir,
+            config,
+            timeline,
+            json,
+            evidence,
+            url,
+            inputs,
+        } => {
+            use attache::commands::pairs;
+            if let Some(url) = url {
+                let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                let u = format!("{}/pairs", url.trim_end_matches('/'));
+                let body: serde_json::Value = rt.block_on(async {
+                    let r = reqwest::get(&u).await.with_context(|| format!("GET {u}"))?;
+                    let status = r.status();
+                    let v: serde_json::Value = r
+                        .json()
+                        .await
+                        .with_context(|| format!("GET {u}: not JSON"))?;
+                    if !status.is_success() {
+                        anyhow::bail!("GET {u}: {status}: {}", v["error"].as_str().unwrap_or(""));
+                    }
+                    Ok(v)
+                })?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&body)?);
+                } else {
+                    let ps: Vec<attache::escalation::PairView> =
+                        serde_json::from_value(body["pairs"].clone()).context("reading /pairs")?;
+                    println!("as of {}", body["as_of"].as_str().unwrap_or("-"));
+                    print!("{}", pairs::render_pairs(&ps, evidence));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if inputs.is_empty() {
+                anyhow::bail!("give post files to replay (or --url of a running instance)");
+            }
+            let cfg = match &config {
+                Some(p) => attache::config::Config::load(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => attache::config::Config::default(),
+            };
+            let settings = cfg
+                .escalation
+                .settings()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rs = load(&dir)?;
+            let mut rep = pairs::Replay::default();
+            for input in &inputs {
+                let reader: Box<dyn BufRead> = if input == "-" {
+                    Box::new(BufReader::new(io::stdin()))
+                } else {
+                    Box::new(BufReader::new(
+                        std::fs::File::open(input).with_context(|| format!("opening {input}"))?,
+                    ))
+                };
+                pairs::replay(&rs, &settings, reader, input, &Limits::default(), &mut rep)
+                    .with_context(|| format!("reading {input}"))?;
+            }
+            let view = rep.index.view(None, &settings);
+            if json {
+                let v = serde_json::json!({
+                    "schema": "attache.pairs.v1",
+                    "as_of": rep.index.watermark().map(attache::alert::rfc3339),
+                    "posts": rep.posts, "alerts": rep.alerts, "undecodable": rep.undecodable,
+                    "pairs": view, "escalations": rep.escalations,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                if timeline {
+                    print!("{}", pairs::render_timeline(&rep.escalations));
+                    println!();
+                }
+                println!(
+                    "{} posts, {} alerts, {} escalation alerts; as of {}",
+                    rep.posts,
+                    rep.alerts,
+                    rep.escalations.len(),
+                    rep.index
+                        .watermark()
+                        .map(attache::alert::rfc3339)
+                        .unwrap_or_else(|| "-".into())
+                );
+                print!("{}", pairs::render_pairs(&view, evidence));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Explain {
             rules: dir,
             text,
@@ -349,7 +461,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --text \"…\" or --post '{{json}}'"),
             };
-            let post = decode(raw.as_bytes(), &Limits::default()).context("decoding the post")?;
+            let mut post =
+                decode(raw.as_bytes(), &Limits::default()).context("decoding the post")?;
+            rs.registry.enrich(&mut post);
             let traces = explain::traces(&rs, &post);
             if json {
                 println!(

@@ -144,7 +144,7 @@ pub fn evaluate<R: BufRead>(rules: &RuleSet, input: R) -> std::io::Result<Report
         }
         p.entry("platform").or_insert_with(|| "website".into());
         let json = serde_json::Value::Object(p).to_string();
-        let post = match decode(json.as_bytes(), &Limits::default()) {
+        let mut post = match decode(json.as_bytes(), &Limits::default()) {
             Ok(p) => p,
             Err(_) => {
                 rep.skipped += 1;
@@ -152,6 +152,7 @@ pub fn evaluate<R: BufRead>(rules: &RuleSet, input: R) -> std::io::Result<Report
             }
         };
         rep.posts += 1;
+        rules.registry.enrich(&mut post);
         fired.clear();
         m.match_post(rules, &post, &mut fired);
         let mut pred: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -241,7 +241,7 @@ impl Worker {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(()); // blank lines separate nothing; not an error in a file
         }
-        let post = match decode(bytes, &opts.limits) {
+        let mut post = match decode(bytes, &opts.limits) {
             Ok(p) => p,
             Err(e) => {
                 stats.dead_letters += 1;
@@ -249,6 +249,7 @@ impl Worker {
             }
         };
         stats.posts += 1;
+        rules.registry.enrich(&mut post);
         self.matches.clear();
         self.matcher.match_post(rules, &post, &mut self.matches);
         if self.matches.is_empty() {

@@ -308,7 +308,7 @@ fn contribution_id(
 }
 
 /// A change of level, for timelines and views.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LevelChange {
     /// Event time.
     pub at: String,
@@ -361,7 +361,7 @@ pub struct Index {
 }
 
 /// A pair direction as shown by `/pairs` and `attache pairs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairView {
     /// Acting state.
     pub actor: String,
@@ -571,7 +571,8 @@ impl Index {
             level: s.level_name(d.level),
             previous_level: None,
             severity: "high".into(),
-            index: round2(d.value(c.at, s)),
+            // The answering direction's index once the answer is counted.
+            index: round2((d.value(c.at, s) + c.weight).max(0.0)),
             summary,
             contributing: vec![c.cite(c.at, s), provocation.cite(c.at, s)],
         })

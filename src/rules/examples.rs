@@ -66,7 +66,7 @@ pub fn run(rules: &RuleSet) -> Report {
             .chain(rule.examples_no_match.iter().map(|e| (e, false)));
         for (ex, want) in cases {
             report.run += 1;
-            let post = match decode(ex.json.as_bytes(), &Limits::default()) {
+            let mut post = match decode(ex.json.as_bytes(), &Limits::default()) {
                 Ok(p) => p,
                 Err(e) => {
                     report.failures.push(Failure {
@@ -79,6 +79,7 @@ pub fn run(rules: &RuleSet) -> Report {
                     continue;
                 }
             };
+            rules.registry.enrich(&mut post);
             fired.clear();
             m.match_post_including_disabled(rules, &post, &mut fired, &rule.id);
             let got = fired.iter().any(|f| rules.rules[f.rule].id == rule.id);
