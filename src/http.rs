@@ -169,12 +169,7 @@ async fn pairs(
     let mut pairs = e.view();
     let total = pairs.len();
     pairs.truncate(limit);
-    let watermark = e
-        .index
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .watermark()
-        .map(crate::alert::rfc3339);
+    let watermark = e.watermark().map(crate::alert::rfc3339);
     Json(json!({
         "schema": "attache.pairs.v1",
         "as_of": watermark,

@@ -65,38 +65,72 @@ pub struct Shared {
     pub escalation: Option<Arc<Escalations>>,
 }
 
-/// The escalation index of this instance with its settings, shared by the route stage
-/// (which folds contributions in input order) and the `/pairs` endpoint.
+/// The escalation index of this instance with its settings, shared by the stage that
+/// folds contributions in (the route stage in process, or the pairs-topic stage with
+/// Kafka) and the `/pairs` endpoint. One index per pairs-topic partition (in process:
+/// one, under partition -1), so a partition's state can be rebuilt on its own.
 pub struct Escalations {
     /// Validated settings.
     pub settings: crate::escalation::Settings,
-    /// The index.
-    pub index: std::sync::Mutex<crate::escalation::Index>,
+    /// Per partition: the index and the next offset it expects.
+    pub parts: std::sync::Mutex<std::collections::BTreeMap<i32, PartIndex>>,
     /// Pairs exported as gauges.
     pub top_pairs: usize,
 }
 
+/// The index of one pairs-topic partition.
+#[derive(Default)]
+pub struct PartIndex {
+    /// The index.
+    pub index: crate::escalation::Index,
+    /// The offset after the last record folded in (`None`: not yet rebuilt).
+    pub next: Option<i64>,
+}
+
+/// The in-process partition.
+const IN_PROCESS: i32 = -1;
+
 impl Escalations {
-    /// Fold contributions in; the escalation alerts they cause, stamped `now`.
+    /// New, empty.
+    pub fn new(settings: crate::escalation::Settings, top_pairs: usize) -> Self {
+        Self {
+            settings,
+            parts: Default::default(),
+            top_pairs,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i32, PartIndex>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fold contributions into a partition's index; the escalation alerts they cause,
+    /// stamped `now` (`None`: a rebuild, whose alerts were sent before and are dropped).
     pub fn apply(
         &self,
+        partition: i32,
         contributions: Vec<crate::escalation::Contribution>,
-        now: chrono::DateTime<chrono::Utc>,
+        now: Option<chrono::DateTime<chrono::Utc>>,
         m: &Metrics,
     ) -> Vec<crate::escalation::Escalation> {
         if contributions.is_empty() {
             return Vec::new();
         }
-        let mut ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parts = self.lock();
+        let ix = &mut parts.entry(partition).or_default().index;
         let out: Vec<_> = contributions
             .into_iter()
-            .flat_map(|c| ix.apply(c, &self.settings, Some(now)))
+            .flat_map(|c| ix.apply(c, &self.settings, now))
             .collect();
+        if now.is_none() {
+            return Vec::new();
+        }
         for e in &out {
             EscalationRaised { alert: e }.emit(m);
         }
+        let view = Self::merged(&parts, &self.settings);
         PairsUpdated {
-            pairs: &ix.view(None, &self.settings),
+            pairs: &view,
             top: self.top_pairs,
             levels: &self.settings.levels,
         }
@@ -104,10 +138,46 @@ impl Escalations {
         out
     }
 
-    /// The pairs, highest index first, valued at the latest event time.
+    fn merged(
+        parts: &std::collections::BTreeMap<i32, PartIndex>,
+        s: &crate::escalation::Settings,
+    ) -> Vec<crate::escalation::PairView> {
+        let now = parts.values().filter_map(|p| p.index.watermark()).max();
+        let mut v: Vec<_> = parts.values().flat_map(|p| p.index.view(now, s)).collect();
+        v.sort_by(|x, y| {
+            y.index
+                .total_cmp(&x.index)
+                .then_with(|| (&x.actor, &x.target).cmp(&(&y.actor, &y.target)))
+        });
+        v
+    }
+
+    /// The pairs of every partition, highest index first, valued at the latest event
+    /// time.
     pub fn view(&self) -> Vec<crate::escalation::PairView> {
-        let ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        ix.view(None, &self.settings)
+        Self::merged(&self.lock(), &self.settings)
+    }
+
+    /// The latest event time folded in.
+    pub fn watermark(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.lock()
+            .values()
+            .filter_map(|p| p.index.watermark())
+            .max()
+    }
+
+    /// Whether a partition's index is current up to `offset` (the record about to be
+    /// folded in follows the last one folded in).
+    fn is_current(&self, partition: i32, offset: i64) -> bool {
+        self.lock().get(&partition).and_then(|p| p.next) == Some(offset)
+    }
+
+    fn set_next(&self, partition: i32, next: i64) {
+        self.lock().entry(partition).or_default().next = Some(next);
+    }
+
+    fn reset(&self, partition: i32) {
+        self.lock().remove(&partition);
     }
 }
 
@@ -346,14 +416,12 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         None => None,
     };
     let escalation = if cfg.escalation.enabled {
-        Some(Arc::new(Escalations {
-            settings: cfg
-                .escalation
+        Some(Arc::new(Escalations::new(
+            cfg.escalation
                 .settings()
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
-            index: Default::default(),
-            top_pairs: cfg.escalation.top_pairs,
-        }))
+            cfg.escalation.top_pairs,
+        )))
     } else {
         None
     };
@@ -401,7 +469,8 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         Some(k)
             if k.alerts_topic.is_some()
                 || k.dead_letter_topic.is_some()
-                || cfg.escalation.escalations_topic.is_some() =>
+                || cfg.escalation.escalations_topic.is_some()
+                || cfg.escalation.pairs_topic.is_some() =>
         {
             Some(crate::sink::kafka::KafkaProducer::new(k).context("creating the Kafka producer")?)
         }
@@ -537,6 +606,39 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         tokio::task::spawn_blocking(move || input.run_blocking(max_bytes, env_tx, src_stop))
     };
 
+    // With a pairs topic: a second consumer (its own group) folds the pairs this
+    // instance owns into the index and hands their escalation alerts to the route stage.
+    let pairs = match (&shared.escalation, &cfg.escalation.pairs_topic, &producer) {
+        (Some(_), Some(topic), Some(p)) if cfg.input.kind == "kafka" => {
+            Some((p.clone(), topic.clone()))
+        }
+        _ => None,
+    };
+    let mut pairs_stage = None;
+    if let (Some((_, topic)), Some(esc), Some(k)) = (&pairs, &shared.escalation, &cfg.kafka) {
+        let mut pk = k.clone();
+        pk.topics = vec![topic.clone()];
+        pk.topic_pattern = None;
+        pk.auto_offset_reset = "earliest".into();
+        pk.group_id = cfg
+            .escalation
+            .pairs_group_id
+            .clone()
+            .unwrap_or_else(|| format!("{}.escalation", k.group_id));
+        let src = crate::source::kafka::KafkaSource::new(
+            &pk,
+            metrics.clone(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (ptx, prx) = mpsc::channel::<Envelope>(cap);
+        let stop = stop_rx.clone();
+        let reader = tokio::task::spawn_blocking(move || src.run_blocking(ptx, stop));
+        let (esc, out, m) = (esc.clone(), proc_tx.clone(), metrics.clone());
+        let stage = tokio::task::spawn_blocking(move || pairs_loop(prx, out, esc, pk, m));
+        pairs_stage = Some((reader, stage));
+    }
+
     // Process.
     let p_shared = shared.clone();
     let process =
@@ -548,7 +650,12 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         sinks,
         routed,
         dead,
-        shared.escalation.clone(),
+        if pairs.is_some() {
+            None
+        } else {
+            shared.escalation.clone()
+        },
+        pairs,
         metrics.clone(),
         cfg.pipeline.max_in_flight,
     ));
@@ -559,6 +666,10 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         Err(e) => tracing::error!(error = %e, "input failed"),
     }
     process.await.context("process task")?;
+    if let Some((reader, stage)) = pairs_stage {
+        let _ = reader.await;
+        let _ = stage.await;
+    }
     router.await.context("route task")?;
     for t in sink_tasks {
         let _ = t.await;
@@ -712,6 +823,79 @@ fn process_loop(
     }
 }
 
+/// The pairs-topic stage: fold each contribution into its partition's index and send
+/// the escalation alerts it causes to the route stage, which completes the record once
+/// every sink accepted them. A partition whose records do not follow the last one
+/// folded in (first sight, or assigned back after a rebalance) is rebuilt first from
+/// the topic's start up to that record, silently: those records completed before, so
+/// their alerts were sent. The topic's retention bounds the rebuild; keep it at least
+/// the decay cutoff (`half_life_hours × cutoff_half_lives`).
+fn pairs_loop(
+    mut rx: mpsc::Receiver<Envelope>,
+    tx: mpsc::Sender<Processed>,
+    esc: Arc<Escalations>,
+    kafka: crate::config::KafkaConfig,
+    m: Metrics,
+) {
+    let parse = |bytes: &[u8]| serde_json::from_slice::<crate::escalation::Contribution>(bytes);
+    while let Some(env) = rx.blocking_recv() {
+        let crate::alert::SourceRef::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &env.origin
+        else {
+            continue;
+        };
+        let (partition, offset) = (*partition, *offset);
+        if !esc.is_current(partition, offset) {
+            esc.reset(partition);
+            let t = Instant::now();
+            let mut n = 0usize;
+            let res = crate::source::kafka::read_partition(&kafka, topic, partition, offset, |b| {
+                if let Ok(c) = parse(b) {
+                    esc.apply(partition, vec![c], None, &m);
+                    n += 1;
+                }
+            });
+            match res {
+                Ok(_) => tracing::info!(
+                    partition,
+                    up_to = offset,
+                    contributions = n,
+                    seconds = t.elapsed().as_secs_f64(),
+                    "escalation index of the partition rebuilt"
+                ),
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "rebuilding the escalation index failed; continuing with what was read")
+                }
+            }
+        }
+        esc.set_next(partition, offset + 1);
+        let alerts = match parse(&env.payload) {
+            Ok(c) => esc
+                .apply(partition, vec![c], Some(chrono::Utc::now()), &m)
+                .into_iter()
+                .map(|e| Arc::new(e.into()))
+                .collect(),
+            Err(e) => {
+                tracing::error!(partition, offset, error = %e, "not a contribution record; skipped");
+                Vec::new()
+            }
+        };
+        let p = Processed {
+            alerts,
+            contributions: Vec::new(),
+            dead: None,
+            ingest: env.ingest,
+            ack: env.ack,
+        };
+        if tx.blocking_send(p).is_err() {
+            break;
+        }
+    }
+}
+
 /// Hand each alert to every sink, and complete the source message once all of them
 /// accepted (or dead-lettered) every alert of it. Messages with alerts complete
 /// concurrently (bounded by `max_in_flight`); the source's offset tracking keeps
@@ -722,21 +906,36 @@ async fn route_loop(
     mut routed: Option<Routed>,
     dead: Arc<DecodeDeadLetters>,
     escalation: Option<Arc<Escalations>>,
+    pairs: Option<(crate::sink::kafka::KafkaProducer, String)>,
     m: Metrics,
     max_in_flight: usize,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     while let Some(mut p) = rx.recv().await {
+        // With a pairs topic, contributions are re-keyed by pair for the instance that
+        // owns the pair; the message completes once the broker has them. Enqueued here,
+        // in input order, so a pair's contributions keep their order.
+        let mut pair_waits = Vec::new();
+        if let Some((producer, topic)) = &pairs {
+            for c in std::mem::take(&mut p.contributions) {
+                match serde_json::to_vec(&c) {
+                    Ok(body) => {
+                        pair_waits.push(producer.send_in_order(topic, &c.pair_key(), body).await)
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot serialise a contribution"),
+                }
+            }
+        }
         // The index is folded here, in input order, so the escalation alerts of a
         // message complete with it (a crash before that replays the message; the
         // index ignores contributions it already holds).
         if let Some(e) = &escalation {
             let contributions = std::mem::take(&mut p.contributions);
-            for x in e.apply(contributions, chrono::Utc::now(), &m) {
+            for x in e.apply(IN_PROCESS, contributions, Some(chrono::Utc::now()), &m) {
                 p.alerts.push(Arc::new(x.into()));
             }
         }
-        if p.alerts.is_empty() && p.dead.is_none() {
+        if p.alerts.is_empty() && p.dead.is_none() && pair_waits.is_empty() {
             if let Some(ack) = p.ack {
                 ack();
             }
@@ -795,6 +994,9 @@ async fn route_loop(
         tokio::spawn(async move {
             if let Some(d) = p.dead {
                 dead.write(d).await;
+            }
+            for w in pair_waits {
+                w.await;
             }
             for w in waits {
                 // A sink that dropped the alert without answering did not accept it.

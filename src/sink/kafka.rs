@@ -139,6 +139,44 @@ impl KafkaProducer {
         self.send_until_acked(topic, None, body, h).await;
     }
 
+    /// Enqueue now (keeping the caller's order on the partition) and return a future
+    /// that resolves once the broker acknowledged it; a failed first attempt is re-sent
+    /// until acknowledged.
+    pub async fn send_in_order(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let queued = loop {
+            let rec = FutureRecord::to(topic).key(key).payload(&payload);
+            match self.producer.send_result(rec) {
+                Ok(f) => break Some(f),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, topic, "kafka enqueue failed; retrying");
+                    break None;
+                }
+            }
+        };
+        let (p, topic, key) = (self.clone(), topic.to_string(), key.to_string());
+        async move {
+            let acked = match queued {
+                Some(f) => matches!(f.await, Ok(Ok(_))),
+                None => false,
+            };
+            if !acked {
+                p.send_until_acked(&topic, Some(&key), &payload, OwnedHeaders::new())
+                    .await;
+            }
+        }
+    }
+
     /// Wait (bounded) for queued messages to be delivered.
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);

@@ -189,6 +189,62 @@ fn commit(
     }
 }
 
+/// Read one partition of `topic` from its beginning up to (not including) offset
+/// `until`, outside any consumer group, handing each payload to `f`. The escalation
+/// stage rebuilds a partition's index from its pairs topic this way.
+pub fn read_partition(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    until: i64,
+    mut f: impl FnMut(&[u8]),
+) -> Result<u64, KafkaSourceError> {
+    if until <= 0 {
+        return Ok(0);
+    }
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", format!("{}.rebuild", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in cfg.resolved_properties() {
+        if !k.starts_with("group.") && !k.starts_with("enable.auto") && !k.starts_with("auto.") {
+            cc.set(k, v);
+        }
+    }
+    let consumer: BaseConsumer = cc.create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let mut n = 0u64;
+    let started = std::time::Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if m.offset() >= until {
+                    break;
+                }
+                f(m.payload().unwrap_or_default());
+                n += 1;
+                if m.offset() + 1 >= until {
+                    break;
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, topic, partition, "rebuild read error; retrying");
+                if started.elapsed() > Duration::from_secs(300) {
+                    return Err(e.into());
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(n)
+}
+
 /// A configured consumer, ready to run.
 pub struct KafkaSource {
     consumer: BaseConsumer<Ctx>,
