@@ -127,3 +127,4 @@ pub fn wait_port(port: u16) -> bool {
     }
     false
 }
+pub mod kafka;
