@@ -650,12 +650,11 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
         sinks,
         routed,
         dead,
-        if pairs.is_some() {
-            None
-        } else {
-            shared.escalation.clone()
+        match (pairs, &shared.escalation) {
+            (Some((p, t)), _) => Fold::PairsTopic(p, t),
+            (None, Some(e)) => Fold::InProcess(e.clone()),
+            (None, None) => Fold::Off,
         },
-        pairs,
         metrics.clone(),
         cfg.pipeline.max_in_flight,
     ));
@@ -823,6 +822,16 @@ fn process_loop(
     }
 }
 
+/// Where the route stage sends a message's escalation contributions.
+enum Fold {
+    /// The escalation index is off.
+    Off,
+    /// Fold them into this instance's index (one instance, or no Kafka).
+    InProcess(Arc<Escalations>),
+    /// Produce them to the pairs topic, keyed by pair, for the instance that owns it.
+    PairsTopic(crate::sink::kafka::KafkaProducer, String),
+}
+
 /// The pairs-topic stage: fold each contribution into its partition's index and send
 /// the escalation alerts it causes to the route stage, which completes the record once
 /// every sink accepted them. A partition whose records do not follow the last one
@@ -905,8 +914,7 @@ async fn route_loop(
     sinks: Vec<SinkTx>,
     mut routed: Option<Routed>,
     dead: Arc<DecodeDeadLetters>,
-    escalation: Option<Arc<Escalations>>,
-    pairs: Option<(crate::sink::kafka::KafkaProducer, String)>,
+    fold: Fold,
     m: Metrics,
     max_in_flight: usize,
 ) {
@@ -916,7 +924,7 @@ async fn route_loop(
         // owns the pair; the message completes once the broker has them. Enqueued here,
         // in input order, so a pair's contributions keep their order.
         let mut pair_waits = Vec::new();
-        if let Some((producer, topic)) = &pairs {
+        if let Fold::PairsTopic(producer, topic) = &fold {
             for c in std::mem::take(&mut p.contributions) {
                 match serde_json::to_vec(&c) {
                     Ok(body) => {
@@ -929,7 +937,7 @@ async fn route_loop(
         // The index is folded here, in input order, so the escalation alerts of a
         // message complete with it (a crash before that replays the message; the
         // index ignores contributions it already holds).
-        if let Some(e) = &escalation {
+        if let Fold::InProcess(e) = &fold {
             let contributions = std::mem::take(&mut p.contributions);
             for x in e.apply(IN_PROCESS, contributions, Some(chrono::Utc::now()), &m) {
                 p.alerts.push(Arc::new(x.into()));
