@@ -223,6 +223,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Print to stdout; a closed pipe (`… | head`) is not an error.
+fn write_stdout(text: &str) -> Result<ExitCode> {
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 fn load(dir: &Path) -> Result<RuleSet> {
     match rules::load_dir(dir) {
         Ok(r) => Ok(r),
@@ -249,12 +257,13 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Check { rules: dir } => match rules::load_dir(&dir) {
             Ok(rs) => {
                 println!(
-                    "ok: {} rules ({} enabled) in {} files, {} terms, version {}",
+                    "ok: {} rules ({} enabled) in {} files, {} terms, version {}, {} registered accounts",
                     rs.rules.len(),
                     rs.enabled(),
                     rs.files.len(),
                     rs.patterns,
-                    rs.version
+                    rs.version,
+                    rs.registry.len()
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -376,15 +385,18 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                     }
                     Ok(v)
                 })?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&body)?);
+                let text = if json {
+                    serde_json::to_string_pretty(&body)? + "\n"
                 } else {
                     let ps: Vec<attache::escalation::PairView> =
                         serde_json::from_value(body["pairs"].clone()).context("reading /pairs")?;
-                    println!("as of {}", body["as_of"].as_str().unwrap_or("-"));
-                    print!("{}", pairs::render_pairs(&ps, evidence));
-                }
-                return Ok(ExitCode::SUCCESS);
+                    format!(
+                        "as of {}\n{}",
+                        body["as_of"].as_str().unwrap_or("-"),
+                        pairs::render_pairs(&ps, evidence)
+                    )
+                };
+                return write_stdout(&text);
             }
             if inputs.is_empty() {
                 anyhow::bail!("give post files to replay (or --url of a running instance)");
@@ -418,14 +430,15 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                     "posts": rep.posts, "alerts": rep.alerts, "undecodable": rep.undecodable,
                     "pairs": view, "escalations": rep.escalations,
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                write_stdout(&(serde_json::to_string_pretty(&v)? + "\n"))
             } else {
+                let mut text = String::new();
                 if timeline {
-                    print!("{}", pairs::render_timeline(&rep.escalations));
-                    println!();
+                    text += &pairs::render_timeline(&rep.escalations);
+                    text += "\n";
                 }
-                println!(
-                    "{} posts, {} alerts, {} escalation alerts; as of {}",
+                text += &format!(
+                    "{} posts, {} alerts, {} escalation alerts; as of {}\n",
                     rep.posts,
                     rep.alerts,
                     rep.escalations.len(),
@@ -434,9 +447,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                         .map(attache::alert::rfc3339)
                         .unwrap_or_else(|| "-".into())
                 );
-                print!("{}", pairs::render_pairs(&view, evidence));
+                text += &pairs::render_pairs(&view, evidence);
+                write_stdout(&text)
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
             rules: dir,

@@ -234,12 +234,20 @@ pub fn contributions(
         return Vec::new();
     };
     let mut by: BTreeMap<(String, String, String), Contribution> = BTreeMap::new();
+    // A category where some alert reports a measure against the poster's state is
+    // about that measure: all of its alerts count for target → actor.
+    let reversed: Vec<&str> = alerts
+        .iter()
+        .map(|a| -> &Alert { a.borrow() })
+        .filter(|a| a.rule.tags.iter().any(|t| s.reverse_tags.contains(t)))
+        .map(|a| a.rule.category.as_str())
+        .collect();
     for a in alerts {
         let a: &Alert = a.borrow();
         let Some(poster) = a.actor.as_deref().filter(|c| !c.is_empty()) else {
             continue;
         };
-        let reverse = a.rule.tags.iter().any(|t| s.reverse_tags.contains(t));
+        let reverse = reversed.contains(&a.rule.category.as_str());
         let sign = if s.de_escalation_categories.contains(&a.rule.category) {
             -1.0
         } else {

@@ -274,15 +274,6 @@ fn contributions_take_the_highest_score_per_category_and_target() {
             &[],
         ),
         alert(
-            "a4",
-            "png.reported",
-            "persona_non_grata",
-            7.0,
-            Some("CA"),
-            &["SA"],
-            &["against_actor"],
-        ),
-        alert(
             "a5",
             "de.restored",
             "de_escalation",
@@ -327,7 +318,7 @@ fn contributions_take_the_highest_score_per_category_and_target() {
         got,
         [
             "de_escalation FR>US -6 [\"a5\"]",
-            "persona_non_grata SA>CA 10.5 [\"a1\", \"a2\", \"a4\"]",
+            "persona_non_grata SA>CA 10.5 [\"a1\", \"a2\"]",
             "persona_non_grata SA>DE 9 [\"a2\"]",
             "sanctions SA>CA 9 [\"a3\"]",
         ]
@@ -341,4 +332,47 @@ fn contributions_take_the_highest_score_per_category_and_target() {
     };
     assert!(contributions(&alerts[..1], Tier::HeadOfState, false, t(0.0), &drop).is_empty());
     assert_eq!(cs[0].pair_key(), "CA|SA");
+}
+
+#[test]
+fn a_post_reporting_a_measure_against_its_state_counts_for_the_other_side() {
+    // Canada: "our ambassador was declared persona non grata by Saudi Arabia". One rule
+    // sees the expulsion, another (tagged against_actor) sees that it targets Canada:
+    // the whole category counts for SA → CA; other categories keep their direction.
+    let s = Settings::default();
+    let alerts: Vec<Alert> = vec![
+        alert(
+            "b1",
+            "png.expel",
+            "persona_non_grata",
+            7.0,
+            Some("CA"),
+            &["SA"],
+            &[],
+        ),
+        alert(
+            "b2",
+            "png.reported",
+            "persona_non_grata",
+            4.0,
+            Some("CA"),
+            &["SA"],
+            &["against_actor"],
+        ),
+        alert(
+            "b3",
+            "sanctions.trade",
+            "sanctions",
+            6.0,
+            Some("CA"),
+            &["SA"],
+            &[],
+        ),
+    ];
+    let cs = contributions(&alerts, Tier::ForeignMinistry, true, t(0.0), &s);
+    let got: Vec<String> = cs
+        .iter()
+        .map(|c| format!("{} {}>{} {}", c.category, c.actor, c.target, c.weight))
+        .collect();
+    assert_eq!(got, ["persona_non_grata SA>CA 7", "sanctions CA>SA 6"]);
 }
