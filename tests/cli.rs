@@ -284,7 +284,9 @@ fn run_embedded_default_prints_alerts_and_exits_0() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let alerts = json_lines(&out.stdout);
+    let (alerts, escalations): (Vec<_>, Vec<_>) = json_lines(&out.stdout)
+        .into_iter()
+        .partition(|a| a["schema"] == "attache.alert.v1");
     let cats: std::collections::BTreeSet<&str> = alerts
         .iter()
         .map(|a| a["rule"]["category"].as_str().unwrap())
@@ -297,6 +299,14 @@ fn run_embedded_default_prints_alerts_and_exits_0() {
     for a in &alerts {
         assert!(v.is_valid(a), "{a}");
     }
+    // As the steps pile up, the Saudi Arabia → Canada index reaches crisis.
+    let sa_ca: Vec<&str> = escalations
+        .iter()
+        .filter(|e| e["kind"] == "escalation" && e["actor"] == "SA" && e["target"] == "CA")
+        .map(|e| e["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(sa_ca.last(), Some(&"crisis"), "{escalations:#?}");
+    assert!(escalations.iter().all(|e| e["schema"] == "attache.escalation.v1"));
 }
 
 #[test]
