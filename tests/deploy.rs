@@ -47,6 +47,10 @@ const METRICS: &[&str] = &[
     "attache_kafka_commits_total",
     "attache_kafka_rebalances_total",
     "attache_kafka_messages_consumed_total",
+    "attache_escalations_total",
+    "attache_escalation_index",
+    "attache_escalation_level",
+    "attache_escalation_pairs",
 ];
 
 /// The histograms among [`METRICS`]: queried through `_bucket`, `_sum` or `_count`.

@@ -382,3 +382,105 @@ fn two_instances_agree_with_one_offline_replay() {
         );
     }
 }
+
+/// Per-post alerts of the three replays are exactly what samples/README.md documents:
+/// every crisis post fires its categories and no other crisis category, no other post
+/// fires one, and `de_escalation` fires exactly on the posts of its tables.
+#[test]
+fn replays_alert_as_the_samples_readme_documents() {
+    let readme = std::fs::read_to_string(root().join("samples/README.md")).unwrap();
+    let crisis_cats = ["sanctions", "persona_non_grata", "incendiary_imagery"];
+    let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut deesc: BTreeSet<String> = BTreeSet::new();
+    let mut section = String::new();
+    for line in readme.lines() {
+        if line.starts_with("### ") {
+            section = line.to_string();
+            continue;
+        }
+        let Some(id) = line
+            .strip_prefix("| `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(id, _)| id.to_string())
+        else {
+            continue;
+        };
+        if section.contains("should alert") {
+            let cats = line.split("**").nth(1).expect("a **category** cell");
+            want.insert(id, cats.split(',').map(|c| c.trim().to_string()).collect());
+        } else if section.contains("Expected `de_escalation`") {
+            deesc.insert(id);
+        }
+    }
+    assert!(want.len() >= 30 && deesc.len() >= 3, "README tables not found: {want:?} {deesc:?}");
+    let mut problems = Vec::new();
+    for s in ["canada_saudi_2018.jsonl", "skripal_2018.jsonl", "aukus_2021.jsonl"] {
+        let out = bin()
+            .args(["scan", "--rules"])
+            .arg(root().join("rules"))
+            .arg(sample(s))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for a in common::json_lines(&out.stdout) {
+            got.entry(a["post"]["id"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(a["rule"]["category"].as_str().unwrap().to_string());
+        }
+        let text = std::fs::read_to_string(sample(s)).unwrap();
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let id = v["id"].as_str().unwrap().to_string();
+            let cats = got.remove(&id).unwrap_or_default();
+            let crisis: BTreeSet<String> = cats
+                .iter()
+                .filter(|c| crisis_cats.contains(&c.as_str()))
+                .cloned()
+                .collect();
+            let expected = want.get(&id).cloned().unwrap_or_default();
+            if crisis != expected {
+                problems.push(format!("{id}: got {crisis:?}, documented {expected:?}"));
+            }
+            if cats.contains("de_escalation") != deesc.contains(&id) {
+                problems.push(format!("{id}: de_escalation {}", cats.contains("de_escalation")));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The timeline of the given pair directions only (other pairs may come and go as rules
+/// improve; these are the documented crises).
+fn pair_timeline(v: &Value, pairs: &[&str]) -> Vec<String> {
+    timeline(v)
+        .into_iter()
+        .filter(|l| pairs.iter().any(|p| l.split(' ').nth(2) == Some(*p)))
+        .collect()
+}
+
+/// The replays reach the levels documented in samples/README.md, in order.
+#[test]
+fn replays_reach_the_documented_levels_in_order() {
+    let cs = replay(&[&sample("canada_saudi_2018.jsonl")]);
+    assert_eq!(
+        pair_timeline(&cs, &["SA>CA", "CA>SA"]),
+        CANADA_SAUDI,
+        "{:#?}",
+        timeline(&cs)
+    );
+    let sk = replay(&[&sample("skripal_2018.jsonl")]);
+    assert_eq!(
+        pair_timeline(&sk, &["GB>RU", "RU>GB", "US>RU", "RU>US"]),
+        SKRIPAL,
+        "{:#?}",
+        timeline(&sk)
+    );
+    let au = replay(&[&sample("aukus_2021.jsonl")]);
+    assert_eq!(
+        pair_timeline(&au, &["FR>US", "FR>AU", "US>FR", "AU>FR"]),
+        AUKUS,
+        "{:#?}",
+        timeline(&au)
+    );
+}
