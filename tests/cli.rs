@@ -306,7 +306,9 @@ fn run_embedded_default_prints_alerts_and_exits_0() {
         .map(|e| e["level"].as_str().unwrap())
         .collect();
     assert_eq!(sa_ca.last(), Some(&"crisis"), "{escalations:#?}");
-    assert!(escalations.iter().all(|e| e["schema"] == "attache.escalation.v1"));
+    assert!(escalations
+        .iter()
+        .all(|e| e["schema"] == "attache.escalation.v1"));
 }
 
 #[test]

@@ -412,9 +412,16 @@ fn replays_alert_as_the_samples_readme_documents() {
             deesc.insert(id);
         }
     }
-    assert!(want.len() >= 30 && deesc.len() >= 3, "README tables not found: {want:?} {deesc:?}");
+    assert!(
+        want.len() >= 30 && deesc.len() >= 3,
+        "README tables not found: {want:?} {deesc:?}"
+    );
     let mut problems = Vec::new();
-    for s in ["canada_saudi_2018.jsonl", "skripal_2018.jsonl", "aukus_2021.jsonl"] {
+    for s in [
+        "canada_saudi_2018.jsonl",
+        "skripal_2018.jsonl",
+        "aukus_2021.jsonl",
+    ] {
         let out = bin()
             .args(["scan", "--rules"])
             .arg(root().join("rules"))
@@ -443,7 +450,10 @@ fn replays_alert_as_the_samples_readme_documents() {
                 problems.push(format!("{id}: got {crisis:?}, documented {expected:?}"));
             }
             if cats.contains("de_escalation") != deesc.contains(&id) {
-                problems.push(format!("{id}: de_escalation {}", cats.contains("de_escalation")));
+                problems.push(format!(
+                    "{id}: de_escalation {}",
+                    cats.contains("de_escalation")
+                ));
             }
         }
     }
@@ -458,6 +468,49 @@ fn pair_timeline(v: &Value, pairs: &[&str]) -> Vec<String> {
         .filter(|l| pairs.iter().any(|p| l.split(' ').nth(2) == Some(*p)))
         .collect()
 }
+
+/// Level timelines of the documented crises (see samples/README.md, "Escalation").
+const CANADA_SAUDI: &[&str] = &[
+    "2018-08-05 escalation SA>CA none→watch",
+    "2018-08-05 escalation SA>CA watch→warning",
+    "2018-08-05 escalation SA>CA warning→crisis",
+    "2018-08-07 tit_for_tat CA>SA none→none",
+    "2018-08-07 escalation CA>SA none→watch",
+    "2018-08-07 escalation CA>SA watch→warning",
+];
+
+const SKRIPAL: &[&str] = &[
+    "2018-03-14 escalation GB>RU none→warning",
+    "2018-03-14 escalation GB>RU warning→crisis",
+    "2018-03-17 tit_for_tat RU>GB none→none",
+    "2018-03-17 escalation RU>GB none→watch",
+    "2018-03-17 escalation RU>GB watch→warning",
+    "2018-03-26 escalation US>RU none→watch",
+    "2018-03-26 de_escalation GB>RU crisis→warning",
+    "2018-03-26 de_escalation RU>GB warning→watch",
+    "2018-03-26 tit_for_tat GB>RU none→warning",
+    "2018-03-29 tit_for_tat RU>US none→none",
+    "2018-03-29 escalation RU>US none→watch",
+    "2018-03-29 escalation RU>US watch→warning",
+    "2018-03-30 escalation RU>GB watch→warning",
+    "2018-03-30 tit_for_tat US>RU none→watch",
+];
+
+const AUKUS: &[&str] = &[
+    "2021-09-17 escalation FR>AU none→watch",
+    "2021-09-17 escalation FR>US none→watch",
+    "2021-09-18 tit_for_tat US>FR none→none",
+    "2021-09-18 escalation US>FR none→watch",
+    "2021-09-18 tit_for_tat AU>FR none→none",
+    "2021-09-18 escalation AU>FR none→watch",
+    "2021-09-18 tit_for_tat FR>AU none→watch",
+    "2021-09-18 escalation FR>AU watch→warning",
+    "2021-09-22 de_escalation FR>US watch→none",
+    "2021-09-22 de_escalation US>FR watch→none",
+    "2021-09-22 de_escalation AU>FR watch→none",
+    "2021-09-29 de_escalation FR>AU warning→watch",
+    "2021-10-06 de_escalation FR>AU watch→none",
+];
 
 /// The replays reach the levels documented in samples/README.md, in order.
 #[test]
