@@ -489,10 +489,23 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
             takes: Takes::All,
         });
     }
-    if let (Some(p), Some(topic)) = (
-        &producer,
-        cfg.kafka.as_ref().and_then(|k| k.alerts_topic.clone()),
-    ) {
+    // The Kafka topics that take every alert of their kind, as is.
+    let topics = [
+        (
+            "kafka",
+            cfg.kafka.as_ref().and_then(|k| k.alerts_topic.clone()),
+            Takes::Alerts,
+        ),
+        (
+            "kafka_escalations",
+            cfg.escalation.escalations_topic.clone(),
+            Takes::Escalations,
+        ),
+    ];
+    for (name, topic, takes) in topics {
+        let (Some(p), Some(topic)) = (&producer, topic) else {
+            continue;
+        };
         let (tx, rx) = mpsc::channel(cap);
         sink_tasks.push(tokio::spawn(sink::kafka::run(
             p.clone(),
@@ -501,23 +514,9 @@ pub async fn main(config: Option<PathBuf>, follow: bool, listen: Option<String>)
             metrics.clone(),
         )));
         sinks.push(SinkTx {
-            name: "kafka".into(),
+            name: name.into(),
             tx,
-            takes: Takes::Alerts,
-        });
-    }
-    if let (Some(p), Some(topic)) = (&producer, cfg.escalation.escalations_topic.clone()) {
-        let (tx, rx) = mpsc::channel(cap);
-        sink_tasks.push(tokio::spawn(sink::kafka::run(
-            p.clone(),
-            topic,
-            rx,
-            metrics.clone(),
-        )));
-        sinks.push(SinkTx {
-            name: "kafka_escalations".into(),
-            tx,
-            takes: Takes::Escalations,
+            takes,
         });
     }
 

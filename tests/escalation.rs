@@ -515,25 +515,26 @@ const AUKUS: &[&str] = &[
 /// The replays reach the levels documented in samples/README.md, in order.
 #[test]
 fn replays_reach_the_documented_levels_in_order() {
-    let cs = replay(&[&sample("canada_saudi_2018.jsonl")]);
-    assert_eq!(
-        pair_timeline(&cs, &["SA>CA", "CA>SA"]),
-        CANADA_SAUDI,
-        "{:#?}",
-        timeline(&cs)
-    );
-    let sk = replay(&[&sample("skripal_2018.jsonl")]);
-    assert_eq!(
-        pair_timeline(&sk, &["GB>RU", "RU>GB", "US>RU", "RU>US"]),
-        SKRIPAL,
-        "{:#?}",
-        timeline(&sk)
-    );
-    let au = replay(&[&sample("aukus_2021.jsonl")]);
-    assert_eq!(
-        pair_timeline(&au, &["FR>US", "FR>AU", "US>FR", "AU>FR"]),
-        AUKUS,
-        "{:#?}",
-        timeline(&au)
-    );
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        ("canada_saudi_2018.jsonl", &["SA>CA", "CA>SA"], CANADA_SAUDI),
+        (
+            "skripal_2018.jsonl",
+            &["GB>RU", "RU>GB", "US>RU", "RU>US"],
+            SKRIPAL,
+        ),
+        (
+            "aukus_2021.jsonl",
+            &["FR>US", "FR>AU", "US>FR", "AU>FR"],
+            AUKUS,
+        ),
+    ];
+    for (file, pairs, want) in cases {
+        let v = replay(&[&sample(file)]);
+        assert_eq!(
+            pair_timeline(&v, pairs),
+            want,
+            "{file}: {:#?}",
+            timeline(&v)
+        );
+    }
 }
