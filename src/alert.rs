@@ -26,6 +26,9 @@ pub struct Alert {
     pub actor: Option<String>,
     /// States the post names (ISO alpha-2), first mention first, actor excluded.
     pub targets: Vec<String>,
+    /// Where each target is named (first mention), in the order of `targets`.
+    #[serde(default)]
+    pub target_evidence: Vec<TargetEvidence>,
     /// The rule's escalation score.
     pub score: f64,
     /// The post, abridged.
@@ -91,6 +94,21 @@ pub struct AlertEvidence {
     /// Byte offset of the end (exclusive).
     pub end: usize,
     /// The text at that span.
+    pub matched: String,
+}
+
+/// The first mention of a target state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetEvidence {
+    /// ISO code.
+    pub country: String,
+    /// `text`, `media[0].caption`, …
+    pub field: String,
+    /// Byte offset into the field's UTF-8 value.
+    pub start: usize,
+    /// Byte offset of the end (exclusive).
+    pub end: usize,
+    /// The text at that span ("Ottawa", "Canadian", "the Kremlin").
     pub matched: String,
 }
 
@@ -166,6 +184,18 @@ pub fn build(
         },
         actor: post.country().map(|c| c.to_ascii_uppercase()),
         targets: m.targets.clone(),
+        target_evidence: m
+            .targets
+            .iter()
+            .zip(&m.target_evidence)
+            .map(|(c, e)| TargetEvidence {
+                country: c.clone(),
+                field: e.field.path(),
+                start: e.start,
+                end: e.end,
+                matched: e.matched.clone(),
+            })
+            .collect(),
         score: rule.score,
         post: AlertPost {
             id: post.id.to_string(),

@@ -352,6 +352,7 @@ mod tests {
             },
             actor: actor.map(String::from),
             targets: targets.iter().map(|s| s.to_string()).collect(),
+            target_evidence: Vec::new(),
             score: 1.0,
             post: AlertPost {
                 id: "p".into(),

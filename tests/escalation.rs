@@ -538,3 +538,51 @@ fn replays_reach_the_documented_levels_in_order() {
         );
     }
 }
+
+/// Targets come from names, demonyms, capitals and metonyms, several per post, each
+/// with the span of its first mention in the published text.
+#[test]
+fn targets_are_resolved_with_evidence_spans() {
+    let post = serde_json::json!({
+        "id": "t1", "platform": "x", "created_at": "2018-03-20T10:00:00Z",
+        "account": {"handle": "someone", "country": "GB"},
+        "text": "The Kremlin expelled the ambassador sent by Ottawa; Canadian diplomats must leave.",
+    });
+    let out = common::run_with_stdin(
+        bin()
+            .args(["scan", "--rules"])
+            .arg(root().join("rules"))
+            .arg("-"),
+        format!("{post}\n").as_bytes(),
+    );
+    assert!(out.status.success());
+    let alerts = common::json_lines(&out.stdout);
+    let a = alerts
+        .first()
+        .unwrap_or_else(|| panic!("no alert: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(a["targets"], serde_json::json!(["RU", "CA"]), "{a}");
+    let text = post["text"].as_str().unwrap();
+    let spans: Vec<(String, String)> = a["target_evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let (s, t) = (
+                e["start"].as_u64().unwrap() as usize,
+                e["end"].as_u64().unwrap() as usize,
+            );
+            assert_eq!(&text[s..t], e["matched"].as_str().unwrap());
+            (
+                e["country"].as_str().unwrap().to_string(),
+                e["matched"].as_str().unwrap().to_lowercase(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            ("RU".to_string(), "kremlin".to_string()),
+            ("CA".to_string(), "ottawa".to_string())
+        ]
+    );
+}

@@ -81,6 +81,9 @@ pub struct RuleMatch {
     /// Countries named in the searched fields (ISO codes, first mention first),
     /// without the post's own country.
     pub targets: Vec<String>,
+    /// The first mention of each target, in the order of `targets` (`list` is
+    /// `country:XX`).
+    pub target_evidence: Vec<Evidence>,
 }
 
 /// Why a candidate rule did or did not fire (for `explain`).
@@ -201,11 +204,12 @@ impl Matcher {
                 continue;
             }
             if let Some(ev) = self.evaluate(rule, None) {
-                let targets = self.targets(rules, rule, post);
+                let (targets, target_evidence) = self.targets(rules, rule, post);
                 out.push(RuleMatch {
                     rule: r,
                     evidence: self.evidence(rules, post, ev),
                     targets,
+                    target_evidence,
                 });
             }
         }
@@ -701,9 +705,14 @@ impl Matcher {
         }
     }
 
-    fn targets(&self, rules: &RuleSet, rule: &Rule, post: &Post<'_>) -> Vec<String> {
+    fn targets(
+        &self,
+        rules: &RuleSet,
+        rule: &Rule,
+        post: &Post<'_>,
+    ) -> (Vec<String>, Vec<Evidence>) {
         let actor = post.country();
-        let mut found: SmallVec<[(u8, u32, &str); 8]> = SmallVec::new();
+        let mut found: SmallVec<[(u8, u32, u32, &str); 8]> = SmallVec::new();
         for h in &self.hits {
             let Some(code) = rules.sets[h.set as usize].country.as_deref() else {
                 continue;
@@ -714,16 +723,28 @@ impl Matcher {
             if actor.is_some_and(|a| a.eq_ignore_ascii_case(code)) {
                 continue;
             }
-            found.push((h.field, h.start, code));
+            found.push((h.field, h.start, h.end, code));
         }
         found.sort_unstable();
         let mut out: Vec<String> = Vec::new();
-        for (_, _, c) in found {
-            if !out.iter().any(|o| o == c) {
-                out.push(c.to_string());
+        let mut spans = Vec::new();
+        for (field, start, end, c) in found {
+            if out.iter().any(|o| o == c) {
+                continue;
             }
+            out.push(c.to_string());
+            let f = &self.fields[field as usize];
+            let orig = f.kind.get(post).unwrap_or_default();
+            let r = f.norm.original_range(start as usize, end as usize);
+            spans.push(Evidence {
+                field: f.kind,
+                start: r.start,
+                end: r.end,
+                matched: orig.get(r).unwrap_or_default().to_string(),
+                list: format!("country:{c}"),
+            });
         }
-        out
+        (out, spans)
     }
 
     fn evidence(&self, rules: &RuleSet, post: &Post<'_>, occs: Vec<Occ>) -> Vec<Evidence> {

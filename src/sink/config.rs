@@ -1000,6 +1000,7 @@ pub fn sample_alert() -> Alert {
         },
         actor: Some("SA".into()),
         targets: vec!["CA".into()],
+        target_evidence: Vec::new(),
         score: 7.0,
         post: AlertPost {
             id: "1026754345427451904".into(),
