@@ -157,6 +157,8 @@ pub struct Matcher {
     cand: Vec<u32>,
     mask: u8,
     verify_queue: Vec<u32>,
+    /// Regex terms not yet run on this post (see `RuleSet::regex_lazy`).
+    regex_pending: bool,
 }
 
 impl Matcher {
@@ -200,6 +202,7 @@ impl Matcher {
             if !enabled || !self.prefilter(rule, post) {
                 continue;
             }
+            self.run_pending_regexes(rules);
             if let Some(ev) = self.evaluate(rule, None) {
                 let targets = self.targets(rules, rule, post);
                 out.push(RuleMatch {
@@ -240,6 +243,7 @@ impl Matcher {
                 t.verdict =
                     "terms found, but the account or language filter excludes this post".into();
             } else {
+                self.run_pending_regexes(rules);
                 let mut sup = Vec::new();
                 match self.evaluate(rule, Some(&mut sup)) {
                     Some(ev) => {
@@ -291,8 +295,12 @@ impl Matcher {
         if !self.triggered(rules) {
             return false;
         }
+        self.regex_pending = rules.regex_lazy && rules.regex_set.is_some();
         for f in 0..self.nfields {
             self.scan(rules, f);
+            if !self.regex_pending {
+                self.scan_regexes(rules, f);
+            }
         }
         if self.hits.is_empty() {
             return false;
@@ -439,6 +447,11 @@ impl Matcher {
             }
         }
         self.verify_queue.clear();
+    }
+
+    /// Run the regex terms on field `f`.
+    fn scan_regexes(&mut self, rules: &RuleSet, f: usize) {
+        let text = self.fields[f].norm.as_str();
         if let Some(set) = &rules.regex_set {
             for i in set.matches(text).iter() {
                 let (re, s) = &rules.regexes[i];
@@ -453,6 +466,26 @@ impl Matcher {
                     }
                 }
             }
+        }
+    }
+
+    /// Run the regex terms now if they were left for later: before the first rule is
+    /// evaluated. Their sets decide no candidate and no prefilter, so deferring them
+    /// changes nothing but the work done on posts where no rule gets this far.
+    fn run_pending_regexes(&mut self, rules: &RuleSet) {
+        if !self.regex_pending {
+            return;
+        }
+        self.regex_pending = false;
+        let before = self.hits.len();
+        for f in 0..self.nfields {
+            self.scan_regexes(rules, f);
+        }
+        if self.hits.len() > before {
+            for h in &self.hits[before..] {
+                self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
+            }
+            self.hits.sort_unstable();
         }
     }
 
