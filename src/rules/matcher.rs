@@ -142,6 +142,8 @@ struct FieldBuf {
 
 /// Most instances any one condition produces; more are not needed to decide.
 const MAX_INSTANCES: usize = 16;
+/// Up to this many regex terms run one by one; more go through the RegexSet first.
+const DIRECT_REGEXES: usize = 16;
 /// Most combinations `near`/`all` explore per evaluation.
 const MAX_COMBINATIONS: usize = 4096;
 
@@ -452,7 +454,21 @@ impl Matcher {
     /// Run the regex terms on field `f`.
     fn scan_regexes(&mut self, rules: &RuleSet, f: usize) {
         let text = self.fields[f].norm.as_str();
-        if let Some(set) = &rules.regex_set {
+        if rules.regexes.len() <= DIRECT_REGEXES {
+            // Few regexes: each one's own literal prefilter beats the set's PikeVM.
+            for (re, s) in &rules.regexes {
+                for m in re.find_iter(text) {
+                    if m.start() < m.end() {
+                        self.hits.push(Hit {
+                            set: *s,
+                            field: f as u8,
+                            start: m.start() as u32,
+                            end: m.end() as u32,
+                        });
+                    }
+                }
+            }
+        } else if let Some(set) = &rules.regex_set {
             for i in set.matches(text).iter() {
                 let (re, s) = &rules.regexes[i];
                 for m in re.find_iter(text) {
