@@ -154,8 +154,8 @@ pub struct Matcher {
     nfields: usize,
     hits: Vec<Hit>,
     set_bits: Vec<u64>,
-    stamp: Vec<u32>,
-    generation: u32,
+    /// Candidate rules of the current post, one bit per rule (all clear between posts).
+    cand_bits: Vec<u64>,
     cand: Vec<u32>,
     mask: u8,
     verify_queue: Vec<u32>,
@@ -315,14 +315,10 @@ impl Matcher {
         for h in &self.hits {
             self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
         }
-        if self.stamp.len() != rules.rules.len() {
-            self.stamp = vec![0; rules.rules.len()];
-            self.generation = 0;
-        }
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.stamp.iter_mut().for_each(|s| *s = 0);
-            self.generation = 1;
+        // Candidates as a bitmap over rule indices: read back in rule order, no sort.
+        let words = rules.rules.len().div_ceil(64);
+        if self.cand_bits.len() != words {
+            self.cand_bits = vec![0; words];
         }
         let mut last = u32::MAX;
         for i in 0..self.hits.len() {
@@ -332,13 +328,16 @@ impl Matcher {
             }
             last = s;
             for &r in &rules.set_rules[s as usize] {
-                if self.stamp[r as usize] != self.generation {
-                    self.stamp[r as usize] = self.generation;
-                    self.cand.push(r);
-                }
+                self.cand_bits[(r / 64) as usize] |= 1 << (r % 64);
             }
         }
-        self.cand.sort_unstable();
+        for (k, w) in self.cand_bits.iter_mut().enumerate() {
+            let mut bits = std::mem::take(w);
+            while bits != 0 {
+                self.cand.push(k as u32 * 64 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
         true
     }
 
