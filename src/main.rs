@@ -337,11 +337,12 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 )),
                 None => Box::new(io::stderr()),
             };
+            // Big reads: a line that lies whole in the buffer is matched without a copy.
             let reader: Box<dyn BufRead> = if input == "-" {
-                Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
+                Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
             } else {
                 Box::new(BufReader::with_capacity(
-                    1 << 16,
+                    1 << 20,
                     std::fs::File::open(&input).with_context(|| format!("opening {input}"))?,
                 ))
             };

@@ -72,8 +72,25 @@ struct Explain<'a> {
     lists: Vec<&'a str>,
 }
 
-/// Lines per chunk handed to a worker thread.
+/// Most lines per chunk handed to a worker thread.
 const CHUNK_LINES: usize = 512;
+/// A chunk is closed once it holds this many bytes (a long line may take it over).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Lines for one worker: their bytes back to back, one allocation per chunk.
+struct Chunk {
+    data: Vec<u8>,
+    lines: Vec<ChunkLine>,
+}
+
+/// One line of a [`Chunk`]: its number, its bytes in `data`, and its full size when it
+/// was over the limit (then the bytes are its head).
+struct ChunkLine {
+    n: u64,
+    start: usize,
+    end: usize,
+    oversize: Option<usize>,
+}
 
 /// Scan `input` and write alerts to `out`, dead letters to `dead`, in input order.
 /// With `threads > 1`, chunks of lines are matched in parallel (memory stays bounded:
@@ -90,10 +107,7 @@ pub fn scan<R: BufRead>(
     }
     let mut reader = LineReader::new(input, opts.limits.max_bytes);
     let mut stats = Stats::default();
-    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(
-        u64,
-        Vec<(u64, Vec<u8>, Option<usize>)>,
-    )>(opts.threads * 2);
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(opts.threads * 2);
     let work_rx = std::sync::Mutex::new(work_rx);
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(
         u64,
@@ -106,14 +120,16 @@ pub fn scan<R: BufRead>(
                 let mut w = Worker::new();
                 loop {
                     let job = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((idx, lines)) = job else { return };
+                    let Ok((idx, chunk)) = job else { return };
                     let mut o = Vec::with_capacity(4096);
                     let mut d = Vec::new();
                     let mut st = Stats::default();
-                    let r = lines
+                    let r = chunk
+                        .lines
                         .iter()
-                        .try_for_each(|(n, l, size)| {
-                            w.line(rules, *n, l, *size, &mut o, &mut d, opts, &mut st)
+                        .try_for_each(|l| {
+                            let bytes = &chunk.data[l.start..l.end];
+                            w.line(rules, l.n, bytes, l.oversize, &mut o, &mut d, opts, &mut st)
                         })
                         .map(|()| (o, d, st));
                     if done_tx.send((idx, r)).is_err() {
@@ -130,21 +146,30 @@ pub fn scan<R: BufRead>(
         while !eof || next < sent {
             // Keep the workers fed, but never more than a few chunks ahead.
             while !eof && sent - next < (opts.threads * 3) as u64 {
-                let mut chunk = Vec::with_capacity(CHUNK_LINES);
-                while chunk.len() < CHUNK_LINES {
-                    match reader.next_line()? {
+                let mut chunk = Chunk {
+                    data: Vec::with_capacity(CHUNK_BYTES),
+                    lines: Vec::with_capacity(CHUNK_LINES),
+                };
+                while chunk.lines.len() < CHUNK_LINES && chunk.data.len() < CHUNK_BYTES {
+                    let (n, bytes, oversize) = match reader.next_line()? {
                         None => {
                             eof = true;
                             break;
                         }
-                        Some((n, Line::Ok(b))) => chunk.push((n, b.to_vec(), None)),
-                        Some((n, Line::Oversize { head, size })) => {
-                            chunk.push((n, head.to_vec(), Some(size)))
-                        }
-                    }
+                        Some((n, Line::Ok(b))) => (n, b, None),
+                        Some((n, Line::Oversize { head, size })) => (n, head, Some(size)),
+                    };
+                    let start = chunk.data.len();
+                    chunk.data.extend_from_slice(bytes);
+                    chunk.lines.push(ChunkLine {
+                        n,
+                        start,
+                        end: chunk.data.len(),
+                        oversize,
+                    });
                 }
-                stats.lines += chunk.len() as u64;
-                if chunk.is_empty() {
+                stats.lines += chunk.lines.len() as u64;
+                if chunk.lines.is_empty() {
                     break;
                 }
                 if work_tx.send((sent, chunk)).is_err() {

@@ -209,6 +209,11 @@ pub struct RuleSet {
     pub(crate) entries: Vec<Entry>,
     pub(crate) regex_set: Option<RegexSet>,
     pub(crate) regexes: Vec<(Regex, u32)>,
+    /// Whether regex terms may run only once a candidate rule is about to be evaluated:
+    /// true when no regex set can decide which rules are candidates or pass the
+    /// prefilter (none is a trigger, a required set or a country), so their hits are
+    /// needed only by the evaluation itself.
+    pub(crate) regex_lazy: bool,
     /// Wildcard-phrase regexes (run only when their anchor was found) and their set.
     pub(crate) verify: Vec<(WildPattern, u32)>,
     /// Per set, the rules indexed under it.
@@ -244,6 +249,7 @@ impl RuleSet {
             entries: Vec::new(),
             regex_set: None,
             regexes: Vec::new(),
+            regex_lazy: true,
             verify: Vec::new(),
             set_rules: Vec::new(),
             patterns: 0,
@@ -1281,6 +1287,11 @@ impl Builder {
         }
         let is_trigger: Vec<bool> = set_rules.iter().map(|r| !r.is_empty()).collect();
         let regex_trigger = self.regexes.iter().any(|(_, s)| is_trigger[*s as usize]);
+        let regex_lazy = !regex_trigger
+            && !self.regexes.iter().any(|(_, s)| {
+                self.sets[*s as usize].country.is_some()
+                    || self.rules.iter().any(|r| r.required.contains(s))
+            });
         let trigger = if regex_trigger || self.pattern_text.is_empty() {
             None
         } else {
@@ -1311,6 +1322,7 @@ impl Builder {
             entries,
             regex_set,
             regexes,
+            regex_lazy,
             verify: self.verify,
             set_rules,
             registry: Default::default(),

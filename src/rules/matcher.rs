@@ -145,6 +145,8 @@ struct FieldBuf {
 
 /// Most instances any one condition produces; more are not needed to decide.
 const MAX_INSTANCES: usize = 16;
+/// Up to this many regex terms run one by one; more go through the RegexSet first.
+const DIRECT_REGEXES: usize = 16;
 /// Most combinations `near`/`all` explore per evaluation.
 const MAX_COMBINATIONS: usize = 4096;
 
@@ -155,11 +157,13 @@ pub struct Matcher {
     nfields: usize,
     hits: Vec<Hit>,
     set_bits: Vec<u64>,
-    stamp: Vec<u32>,
-    generation: u32,
+    /// Candidate rules of the current post, one bit per rule (all clear between posts).
+    cand_bits: Vec<u64>,
     cand: Vec<u32>,
     mask: u8,
     verify_queue: Vec<u32>,
+    /// Regex terms not yet run on this post (see `RuleSet::regex_lazy`).
+    regex_pending: bool,
 }
 
 impl Matcher {
@@ -203,6 +207,7 @@ impl Matcher {
             if !enabled || !self.prefilter(rule, post) {
                 continue;
             }
+            self.run_pending_regexes(rules);
             if let Some(ev) = self.evaluate(rule, None) {
                 let (targets, target_evidence) = self.targets(rules, rule, post);
                 out.push(RuleMatch {
@@ -244,6 +249,7 @@ impl Matcher {
                 t.verdict =
                     "terms found, but the account or language filter excludes this post".into();
             } else {
+                self.run_pending_regexes(rules);
                 let mut sup = Vec::new();
                 match self.evaluate(rule, Some(&mut sup)) {
                     Some(ev) => {
@@ -295,8 +301,12 @@ impl Matcher {
         if !self.triggered(rules) {
             return false;
         }
+        self.regex_pending = rules.regex_lazy && rules.regex_set.is_some();
         for f in 0..self.nfields {
             self.scan(rules, f);
+            if !self.regex_pending {
+                self.scan_regexes(rules, f);
+            }
         }
         if self.hits.is_empty() {
             return false;
@@ -309,14 +319,10 @@ impl Matcher {
         for h in &self.hits {
             self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
         }
-        if self.stamp.len() != rules.rules.len() {
-            self.stamp = vec![0; rules.rules.len()];
-            self.generation = 0;
-        }
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.stamp.iter_mut().for_each(|s| *s = 0);
-            self.generation = 1;
+        // Candidates as a bitmap over rule indices: read back in rule order, no sort.
+        let words = rules.rules.len().div_ceil(64);
+        if self.cand_bits.len() != words {
+            self.cand_bits = vec![0; words];
         }
         let mut last = u32::MAX;
         for i in 0..self.hits.len() {
@@ -326,13 +332,16 @@ impl Matcher {
             }
             last = s;
             for &r in &rules.set_rules[s as usize] {
-                if self.stamp[r as usize] != self.generation {
-                    self.stamp[r as usize] = self.generation;
-                    self.cand.push(r);
-                }
+                self.cand_bits[(r / 64) as usize] |= 1 << (r % 64);
             }
         }
-        self.cand.sort_unstable();
+        for (k, w) in self.cand_bits.iter_mut().enumerate() {
+            let mut bits = std::mem::take(w);
+            while bits != 0 {
+                self.cand.push(k as u32 * 64 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
         true
     }
 
@@ -443,7 +452,26 @@ impl Matcher {
             }
         }
         self.verify_queue.clear();
-        if let Some(set) = &rules.regex_set {
+    }
+
+    /// Run the regex terms on field `f`.
+    fn scan_regexes(&mut self, rules: &RuleSet, f: usize) {
+        let text = self.fields[f].norm.as_str();
+        if rules.regexes.len() <= DIRECT_REGEXES {
+            // Few regexes: each one's own literal prefilter beats the set's PikeVM.
+            for (re, s) in &rules.regexes {
+                for m in re.find_iter(text) {
+                    if m.start() < m.end() {
+                        self.hits.push(Hit {
+                            set: *s,
+                            field: f as u8,
+                            start: m.start() as u32,
+                            end: m.end() as u32,
+                        });
+                    }
+                }
+            }
+        } else if let Some(set) = &rules.regex_set {
             for i in set.matches(text).iter() {
                 let (re, s) = &rules.regexes[i];
                 for m in re.find_iter(text) {
@@ -457,6 +485,26 @@ impl Matcher {
                     }
                 }
             }
+        }
+    }
+
+    /// Run the regex terms now if they were left for later: before the first rule is
+    /// evaluated. Their sets decide no candidate and no prefilter, so deferring them
+    /// changes nothing but the work done on posts where no rule gets this far.
+    fn run_pending_regexes(&mut self, rules: &RuleSet) {
+        if !self.regex_pending {
+            return;
+        }
+        self.regex_pending = false;
+        let before = self.hits.len();
+        for f in 0..self.nfields {
+            self.scan_regexes(rules, f);
+        }
+        if self.hits.len() > before {
+            for h in &self.hits[before..] {
+                self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
+            }
+            self.hits.sort_unstable();
         }
     }
 
