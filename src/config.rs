@@ -223,6 +223,14 @@ fn default_strategy() -> String {
 fn default_stats_ms() -> u64 {
     5000
 }
+
+fn default_fetch_wait_ms() -> u64 {
+    5
+}
+
+fn default_producer_linger_ms() -> u64 {
+    1
+}
 fn default_commit_ms() -> u64 {
     1000
 }
@@ -265,6 +273,16 @@ pub struct KafkaConfig {
     /// How often stored offsets are committed (ms).
     #[serde(default = "default_commit_ms")]
     pub commit_interval_ms: u64,
+    /// librdkafka `fetch.wait.max.ms` of the consumer: how long the broker may hold a
+    /// fetch for data. Every post waits for the fetch that brings it, so this bounds
+    /// the ingest-to-alert latency (some brokers, Tansu among them, always hold the
+    /// fetch this long).
+    #[serde(default = "default_fetch_wait_ms")]
+    pub fetch_wait_max_ms: u64,
+    /// librdkafka `linger.ms` of the alerts and dead-letter producer: how long an alert
+    /// may wait to share a request with others; it adds to the delivery latency.
+    #[serde(default = "default_producer_linger_ms")]
+    pub producer_linger_ms: u64,
     /// Topic for every alert (the DESIGN §7 JSON as is, keyed `ACTOR>TARGET`); none = off.
     #[serde(default)]
     pub alerts_topic: Option<String>,
