@@ -225,7 +225,7 @@ fn default_stats_ms() -> u64 {
 }
 
 fn default_fetch_wait_ms() -> u64 {
-    5
+    2
 }
 
 fn default_producer_linger_ms() -> u64 {
