@@ -223,6 +223,19 @@ fn default_strategy() -> String {
 fn default_stats_ms() -> u64 {
     5000
 }
+
+/// 2 ms: measured with `scripts/bench-kafka` against Tansu, which holds every fetch for
+/// the whole wait (librdkafka's 500 ms gave p99 547 ms; 2–3 ms gave p99 ~30 ms on a
+/// loaded machine, 1 ms no better). Against Kafka it only matters when the topic is idle.
+fn default_fetch_wait_ms() -> u64 {
+    2
+}
+
+/// 1 ms: alerts are few next to posts, so batching buys little; every ms of linger is a
+/// ms before the message completes (librdkafka's default is 5 ms).
+fn default_producer_linger_ms() -> u64 {
+    1
+}
 fn default_commit_ms() -> u64 {
     1000
 }
@@ -265,6 +278,16 @@ pub struct KafkaConfig {
     /// How often stored offsets are committed (ms).
     #[serde(default = "default_commit_ms")]
     pub commit_interval_ms: u64,
+    /// librdkafka `fetch.wait.max.ms` of the consumer: how long the broker may hold a
+    /// fetch for data. Every post waits for the fetch that brings it, so this bounds
+    /// the ingest-to-alert latency (some brokers, Tansu among them, always hold the
+    /// fetch this long).
+    #[serde(default = "default_fetch_wait_ms")]
+    pub fetch_wait_max_ms: u64,
+    /// librdkafka `linger.ms` of the alerts and dead-letter producer: how long an alert
+    /// may wait to share a request with others; it adds to the delivery latency.
+    #[serde(default = "default_producer_linger_ms")]
+    pub producer_linger_ms: u64,
     /// Topic for every alert (the DESIGN §7 JSON as is, keyed `ACTOR>TARGET`); none = off.
     #[serde(default)]
     pub alerts_topic: Option<String>,

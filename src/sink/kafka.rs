@@ -35,7 +35,7 @@ impl KafkaProducer {
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", cfg.producer_linger_ms.to_string())
             .set("message.timeout.ms", "30000")
             .set(
                 "message.max.bytes",

@@ -280,7 +280,8 @@ impl KafkaSource {
                 "statistics.interval.ms",
                 cfg.statistics_interval_ms.to_string(),
             )
-            .set("topic.metadata.refresh.interval.ms", "10000");
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string());
         for (k, v) in cfg.resolved_properties() {
             cc.set(k, v);
         }
