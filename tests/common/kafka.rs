@@ -13,17 +13,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{free_port, wait_port};
 
-/// How to get the broker.
 pub const INSTALL_TANSU: &str = "cargo install tansu --locked --features dynostore,libsql";
+
+// ---------------------------------------------------------------------------------------
+// Processes.
 
 /// A child process, killed with SIGKILL when dropped (also when the test panics).
 pub struct Proc {
-    name: String,
-    child: Option<Child>,
+    pub name: String,
+    pub child: Option<Child>,
 }
 
 impl Proc {
-    /// Spawn with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -43,6 +44,13 @@ impl Proc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("{} is not running", self.name))
+    }
+
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -56,11 +64,10 @@ impl Proc {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
 
-    /// SIGTERM and wait (bounded) for the exit; `None` if it did not exit.
+    /// Send SIGTERM and wait (bounded) for the exit; `None` if it did not exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let pid = self.child.as_ref().map(Child::id)?;
         let ok = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -TERM {} failed", self.name);
@@ -82,7 +89,6 @@ impl Drop for Proc {
     }
 }
 
-/// The Tansu binary, or a failure that says how to install it.
 pub fn tansu_bin() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|p| {
@@ -104,61 +110,81 @@ pub fn tansu_bin() -> PathBuf {
         })
 }
 
-/// The last lines of a log file.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+#[derive(Clone, Copy, PartialEq)]
+pub enum Storage {
+    /// In memory: lost when the broker dies. Tansu 0.6.0's memory engine (dynostore)
+    /// answers a Fetch only with the record batches whose *base* offset is at or after
+    /// the requested one: a consumer that resumes from an offset inside a producer's
+    /// batch silently loses the rest of that batch (see (k) and BENCHMARKS.md).
+    Memory,
+    /// `sqlite://tansu.db` in the test's temp dir: survives `kill -9`, and serves a
+    /// Fetch from any offset, also inside a batch.
+    Sqlite,
 }
 
-/// A Tansu broker with in-memory storage on 127.0.0.1.
+/// The storage of every test that restarts attache from a committed offset in the
+/// middle of a stream: a clean stop commits the next message to read, which is
+/// usually inside a producer's record batch, and the memory engine cannot resume
+/// there (test (k)).
+pub const RESUMABLE: Storage = Storage::Sqlite;
+
+/// A Tansu broker on 127.0.0.1.
 pub struct Broker {
-    /// The process.
     pub proc: Proc,
-    /// Its port.
     pub port: u16,
-    dir: PathBuf,
+    pub storage: Storage,
+    pub dir: PathBuf,
+    pub starts: usize,
 }
 
 impl Broker {
-    /// Start on a free port (retrying if the port was taken meanwhile).
-    pub fn start(dir: &Path) -> Self {
+    pub fn start(dir: &Path, storage: Storage) -> Self {
+        let mut last = String::new();
+        // A free port can be taken between the probe and the bind: try a few.
         for _ in 0..3 {
             let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let proc = Proc::spawn(
-                "tansu",
-                Command::new(tansu_bin())
-                    .current_dir(dir)
-                    .args([
-                        "broker",
-                        "--listener-url",
-                        &url,
-                        "--advertised-listener-url",
-                        &url,
-                    ])
-                    .args(["--storage-engine", "memory://tansu/"]),
-                &dir.join("tansu.log"),
-            );
             let mut b = Self {
-                proc,
+                proc: Self::spawn(dir, port, storage, 0),
                 port,
+                storage,
                 dir: dir.to_path_buf(),
+                starts: 1,
             };
             if wait_port(port) && b.proc.exited().is_none() {
                 return b;
             }
             b.proc.kill9();
+            last = tail(&dir.join("tansu-0.log"), 20);
         }
-        panic!("tansu did not start:\n{}", tail(&dir.join("tansu.log"), 20));
+        panic!("tansu did not start on 127.0.0.1:\n{last}");
     }
 
-    /// `127.0.0.1:PORT`.
+    pub fn spawn(dir: &Path, port: u16, storage: Storage, n: usize) -> Proc {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let engine = match storage {
+            Storage::Memory => "memory://tansu/",
+            Storage::Sqlite => "sqlite://tansu.db",
+        };
+        Proc::spawn(
+            "tansu",
+            Command::new(tansu_bin())
+                .current_dir(dir)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", engine]),
+            &dir.join(format!("tansu-{n}.log")),
+        )
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Create a topic.
     pub fn create_topic(&self, name: &str, partitions: i32) {
         let out = Command::new(tansu_bin())
             .current_dir(&self.dir)
@@ -179,6 +205,31 @@ impl Broker {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Start again on the same port and storage.
+    pub fn restart(&mut self) {
+        assert!(
+            self.storage == Storage::Sqlite,
+            "a memory broker loses its topics on restart"
+        );
+        self.proc = Self::spawn(&self.dir, self.port, self.storage, self.starts);
+        self.starts += 1;
+        assert!(
+            wait_port(self.port),
+            "tansu did not come back on {}",
+            self.addr()
+        );
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Produce `(key, value)` records in order and wait until every one is acknowledged.
