@@ -76,6 +76,8 @@ pub struct Escalations {
     pub parts: std::sync::Mutex<std::collections::BTreeMap<i32, PartIndex>>,
     /// Pairs exported as gauges.
     pub top_pairs: usize,
+    /// When the gauges were last refreshed (they are refreshed at most once a second).
+    gauges_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The index of one pairs-topic partition.
@@ -97,6 +99,7 @@ impl Escalations {
             settings,
             parts: Default::default(),
             top_pairs,
+            gauges_at: Default::default(),
         }
     }
 
@@ -128,11 +131,25 @@ impl Escalations {
         for e in &out {
             EscalationRaised { alert: e }.emit(m);
         }
-        let view = Self::merged(&parts, &self.settings);
+        // The gauges need every pair valued and sorted: at most once a second, and at
+        // once when a level changed.
+        let mut at = self.gauges_at.lock().unwrap_or_else(|p| p.into_inner());
+        if out.is_empty() && at.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return out;
+        }
+        *at = Some(Instant::now());
+        let now = parts.values().filter_map(|p| p.index.watermark()).max();
+        let mut pairs: Vec<_> = parts
+            .values()
+            .flat_map(|p| p.index.levels(now, &self.settings))
+            .collect();
+        pairs.sort_by(|x, y| {
+            y.2.total_cmp(&x.2)
+                .then_with(|| (&x.0, &x.1).cmp(&(&y.0, &y.1)))
+        });
         PairsUpdated {
-            pairs: &view,
+            pairs: &pairs,
             top: self.top_pairs,
-            levels: &self.settings.levels,
         }
         .emit(m);
         out

@@ -635,6 +635,22 @@ impl Index {
         self.dirs.is_empty()
     }
 
+    /// Every pair direction as (actor, target, index, level: 0 none, 1 the first, …),
+    /// valued at `now` (default: the watermark): the cheap form of [`Index::view`].
+    pub fn levels(
+        &self,
+        now: Option<DateTime<Utc>>,
+        s: &Settings,
+    ) -> Vec<(String, String, f64, usize)> {
+        let Some(now) = now.or(self.watermark) else {
+            return Vec::new();
+        };
+        self.dirs
+            .iter()
+            .map(|((a, t), d)| (a.clone(), t.clone(), round2(d.value(now, s)), d.level))
+            .collect()
+    }
+
     /// Every pair direction, highest index first, valued at `now` (default: the watermark).
     pub fn view(&self, now: Option<DateTime<Utc>>, s: &Settings) -> Vec<PairView> {
         let Some(now) = now.or(self.watermark) else {

@@ -106,12 +106,11 @@ impl EscalationRaised<'_> {
 
 /// The escalation index changed: refresh the bounded top-pairs gauges.
 pub struct PairsUpdated<'a> {
-    /// The pairs, highest index first (only the first `top` are exported).
-    pub pairs: &'a [crate::escalation::PairView],
+    /// (actor, target, index, level number) per pair, highest index first (only the
+    /// first `top` are exported).
+    pub pairs: &'a [(String, String, f64, usize)],
     /// How many to export.
     pub top: usize,
-    /// Level names, lowest first.
-    pub levels: &'a [crate::escalation::Level],
 }
 
 impl PairsUpdated<'_> {
@@ -120,15 +119,12 @@ impl PairsUpdated<'_> {
         m.escalation_index.reset();
         m.escalation_level.reset();
         m.escalation_pairs.set(self.pairs.len() as i64);
-        for p in self.pairs.iter().take(self.top) {
-            let labels = [p.actor.as_str(), p.target.as_str()];
-            m.escalation_index.with_label_values(&labels).set(p.index);
-            let level = p
-                .level
-                .as_deref()
-                .and_then(|l| self.levels.iter().position(|x| x.name == l))
-                .map_or(0, |i| i as i64 + 1);
-            m.escalation_level.with_label_values(&labels).set(level);
+        for (actor, target, index, level) in self.pairs.iter().take(self.top) {
+            let labels = [actor.as_str(), target.as_str()];
+            m.escalation_index.with_label_values(&labels).set(*index);
+            m.escalation_level
+                .with_label_values(&labels)
+                .set(*level as i64);
         }
     }
 }
