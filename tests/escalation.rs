@@ -576,3 +576,71 @@ fn targets_are_resolved_with_evidence_spans() {
         ]
     );
 }
+
+/// A running instance shows its pairs on GET /pairs, through `attache pairs --url`, and
+/// as bounded gauges: the embedded default stream takes Saudi Arabia → Canada to crisis.
+#[test]
+fn running_instance_serves_pairs_and_gauges() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut p = Proc::spawn(
+        "attache",
+        bin()
+            .args(["run", "--follow", "--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+        &dir.path().join("run.log"),
+    );
+    assert!(wait_port(port), "{}", tail(&dir.path().join("run.log"), 20));
+    let mut body = String::new();
+    for _ in 0..200 {
+        if let Some((200, b)) = http_get(port, "/pairs") {
+            if b.contains("\"crisis\"") {
+                body = b;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("/pairs: {body}"));
+    let top = &v["pairs"][0];
+    assert_eq!(
+        (top["actor"].as_str(), top["target"].as_str()),
+        (Some("SA"), Some("CA")),
+        "{v}"
+    );
+    assert_eq!(top["level"], "crisis");
+    assert!(top["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["post_id"] == "cs-0114"));
+    assert!(top["history"].as_array().unwrap().len() >= 3);
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("attache_escalation_level{actor=\"SA\",target=\"CA\"} 3"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("escalation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let series = metrics
+        .lines()
+        .filter(|l| l.starts_with("attache_escalation_index{"))
+        .count();
+    assert!(
+        (1..=10).contains(&series),
+        "top_pairs bounds the gauges: {series}"
+    );
+    let out = bin()
+        .args(["pairs", "--url", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("SA→CA") && text.contains("crisis"),
+        "{text}"
+    );
+    let _ = p.terminate(Duration::from_secs(10));
+}
