@@ -59,6 +59,22 @@ fn timeline(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The pair directions (`SA>CA`) of a `/pairs` or `attache pairs --json` answer.
+fn pair_keys(v: &Value) -> BTreeSet<String> {
+    v["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}>{}",
+                p["actor"].as_str().unwrap(),
+                p["target"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 /// Highest level each pair direction reached through escalation alerts.
 fn peaks(escalations: &[Value]) -> BTreeMap<String, String> {
     let order = ["watch", "warning", "crisis"];
@@ -341,19 +357,7 @@ fn two_instances_agree_with_one_offline_replay() {
     let pairs_of = |port: u16| -> BTreeSet<String> {
         let (st, body) = http_get(port, "/pairs?limit=1000").expect("/pairs");
         assert_eq!(st, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["pairs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}>{}",
-                    p["actor"].as_str().unwrap(),
-                    p["target"].as_str().unwrap()
-                )
-            })
-            .collect()
+        pair_keys(&serde_json::from_str(&body).unwrap())
     };
     let (h1, h2) = (pairs_of(p1), pairs_of(p2));
     assert!(
@@ -362,18 +366,7 @@ fn two_instances_agree_with_one_offline_replay() {
         h1.intersection(&h2).collect::<Vec<_>>()
     );
     // (Pairs of 2018 have decayed out of the index by 2021: compare the final view.)
-    let held: Vec<String> = offline["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}>{}",
-                p["actor"].as_str().unwrap(),
-                p["target"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let held = pair_keys(&offline);
     assert!(!held.is_empty());
     for k in &held {
         assert!(
