@@ -10,6 +10,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use sha2::{Digest, Sha256};
 
 use super::format::{RawCond, RawExample, RawFile, RawList, RawRule, Spanned};
+use super::gate::{self, GateIndex};
 use super::{Diagnostic, LoadError, Severity};
 use crate::normalize::normalize;
 
@@ -163,6 +164,14 @@ pub struct Rule {
     pub(crate) unless: Vec<Exception>,
     /// Sets that must all have been hit for the rule to be worth evaluating.
     pub(crate) required: Vec<u32>,
+    /// Every set its condition and exceptions name (sorted): the hits evaluating it
+    /// needs.
+    pub(crate) sets_used: Vec<u32>,
+    /// A necessary condition of `when` in conjunctive form: the rule can fire only
+    /// when every clause has a set that was found. Only such rules are evaluated.
+    pub(crate) gate: Vec<Vec<u32>>,
+    /// The clauses of `gate` the trigger automaton checks (small sets, no regex).
+    pub(crate) trigger_gate: Vec<Vec<u32>>,
 }
 
 /// One entry of an Aho-Corasick pattern: which set it belongs to and which ends
@@ -175,6 +184,8 @@ pub(crate) struct Entry {
     /// For the anchor of a wildcard phrase: the index into `RuleSet::verify` of the
     /// regex to run on the field instead of recording a hit.
     pub(crate) verify: u32,
+    /// Whether `set` names a country (its hits are kept for targets).
+    pub(crate) country: bool,
 }
 
 /// No verification regex.
@@ -201,9 +212,8 @@ pub struct RuleSet {
     /// Prefilter: an automaton of only the terms some rule cannot fire without, and
     /// for each of its patterns the index of the same pattern in `ac`. A post where it
     /// finds nothing is done after one cheap scan. `None` when a trigger is a regex.
-    pub(crate) trigger: Option<(AhoCorasick, Vec<u32>)>,
-    /// Per set: whether some rule is indexed under it.
-    pub(crate) is_trigger: Vec<bool>,
+    /// With it, the index of the rules' `trigger_gate`s.
+    pub(crate) trigger: Option<(AhoCorasick, Vec<u32>, GateIndex)>,
     /// Per AC pattern, a range into `entries`.
     pub(crate) pattern_entries: Vec<(u32, u32)>,
     pub(crate) entries: Vec<Entry>,
@@ -216,8 +226,8 @@ pub struct RuleSet {
     pub(crate) regex_lazy: bool,
     /// Wildcard-phrase regexes (run only when their anchor was found) and their set.
     pub(crate) verify: Vec<(WildPattern, u32)>,
-    /// Per set, the rules indexed under it.
-    pub(crate) set_rules: Vec<Vec<u32>>,
+    /// The index of the rules' gates: only rules whose gate holds are evaluated.
+    pub(crate) gates: GateIndex,
     /// Number of distinct literal patterns.
     pub patterns: usize,
     /// The account registry (`kind: accounts` files).
@@ -244,14 +254,13 @@ impl RuleSet {
             sets: Vec::new(),
             ac: None,
             trigger: None,
-            is_trigger: Vec::new(),
             pattern_entries: Vec::new(),
             entries: Vec::new(),
             regex_set: None,
             regexes: Vec::new(),
             regex_lazy: true,
             verify: Vec::new(),
-            set_rules: Vec::new(),
+            gates: GateIndex::default(),
             patterns: 0,
             registry: Default::default(),
         }
@@ -634,6 +643,8 @@ struct Builder {
     verify: Vec<(WildPattern, u32)>,
     rules: Vec<Rule>,
     anon: usize,
+    /// Inline term lists already given a set (see `anon_set`).
+    anon_sets: HashMap<Vec<String>, u32>,
 }
 
 impl Builder {
@@ -743,6 +754,7 @@ impl Builder {
                         left: false,
                         right: false,
                         verify: v,
+                        country: false,
                     },
                 );
             }
@@ -754,6 +766,7 @@ impl Builder {
                         left,
                         right,
                         verify: NO_VERIFY,
+                        country: false,
                     },
                 );
             }
@@ -778,9 +791,17 @@ impl Builder {
         }
     }
 
+    /// The set of an inline term list. Identical lists share one set (named after
+    /// the first), so a term common to many rules is one automaton entry, not one
+    /// per rule.
     fn anon_set(&mut self, path: &Path, terms: &[(String, (u64, u64))], what: &str) -> u32 {
         self.anon += 1;
+        let key: Vec<String> = terms.iter().map(|(t, _)| t.clone()).collect();
+        if let Some(&set) = self.anon_sets.get(&key) {
+            return set;
+        }
         let set = self.new_set(format!("{what}#{}", self.anon), None);
+        self.anon_sets.insert(key, set);
         for (t, at) in terms {
             self.add_term(path, *at, t, set);
         }
@@ -869,6 +890,13 @@ impl Builder {
         let (examples_match, examples_no_match) = self.examples(path, r);
         let when = when?;
         let required = required(&when);
+        let mut sets_used = Vec::new();
+        sets_of(&when, &mut sets_used);
+        for u in &unless {
+            sets_of(&u.cond, &mut sets_used);
+        }
+        sets_used.sort_unstable();
+        sets_used.dedup();
         if necessary(&when).is_none() {
             self.diag(
                 path,
@@ -899,6 +927,9 @@ impl Builder {
             when,
             unless,
             required,
+            sets_used,
+            gate: Vec::new(),
+            trigger_gate: Vec::new(),
         })
     }
 
@@ -1250,7 +1281,10 @@ impl Builder {
         let mut pattern_entries = Vec::with_capacity(self.pattern_entries.len());
         for es in &self.pattern_entries {
             let start = entries.len() as u32;
-            entries.extend_from_slice(es);
+            entries.extend(es.iter().map(|e| Entry {
+                country: self.sets[e.set as usize].country.is_some(),
+                ..*e
+            }));
             pattern_entries.push((start, entries.len() as u32));
         }
         let (regex_set, regexes) = if self.regexes.is_empty() {
@@ -1276,44 +1310,77 @@ impl Builder {
             }
             (Some(set), v)
         };
-        let mut set_rules = vec![Vec::new(); self.sets.len()];
-        for (i, rule) in self.rules.iter().enumerate() {
-            let Some(nec) = necessary(&rule.when) else {
-                continue;
-            };
-            for s in nec {
-                set_rules[s as usize].push(i as u32);
+        // Gates (see `Rule::gate`): every clause of the condition's necessary
+        // condition for the full scan; for the trigger automaton only the clauses of
+        // small sets, none of them a regex (the trigger cannot see regex hits).
+        let mut size = vec![0usize; self.sets.len()];
+        for es in &self.pattern_entries {
+            for e in es {
+                size[e.set as usize] += 1;
             }
         }
-        let is_trigger: Vec<bool> = set_rules.iter().map(|r| !r.is_empty()).collect();
-        let regex_trigger = self.regexes.iter().any(|(_, s)| is_trigger[*s as usize]);
-        let regex_lazy = !regex_trigger
-            && !self.regexes.iter().any(|(_, s)| {
-                self.sets[*s as usize].country.is_some()
-                    || self.rules.iter().any(|r| r.required.contains(s))
-            });
-        let trigger = if regex_trigger || self.pattern_text.is_empty() {
+        let mut is_regex = vec![false; self.sets.len()];
+        for (_, s) in &self.regexes {
+            is_regex[*s as usize] = true;
+        }
+        let mut rules = self.rules;
+        let mut trigger_possible = true;
+        for rule in rules.iter_mut() {
+            rule.gate = gate::cnf(&rule.when, &size);
+            let clause_size = |c: &Vec<u32>| c.iter().map(|s| size[*s as usize]).sum::<usize>();
+            let mut small: Vec<Vec<u32>> = rule
+                .gate
+                .iter()
+                .filter(|c| !c.iter().any(|s| is_regex[*s as usize]))
+                .cloned()
+                .collect();
+            let smallest = small.iter().min_by_key(|c| clause_size(c)).cloned();
+            small.retain(|c| clause_size(c) <= gate::TRIGGER_CLAUSE_TERMS);
+            if small.is_empty() {
+                small.extend(smallest);
+            }
+            if small.is_empty() {
+                trigger_possible = false;
+            }
+            rule.trigger_gate = small;
+        }
+        let gates = GateIndex::new(rules.iter().map(|r| r.gate.as_slice()), self.sets.len());
+        let trigger_gates = GateIndex::new(
+            rules.iter().map(|r| r.trigger_gate.as_slice()),
+            self.sets.len(),
+        );
+        let regex_lazy = !self.regexes.iter().any(|(_, s)| {
+            gates.names(*s)
+                || self.sets[*s as usize].country.is_some()
+                || rules.iter().any(|r| r.required.contains(s))
+        });
+        let trigger = if !trigger_possible || self.pattern_text.is_empty() {
             None
         } else {
             let mut texts = Vec::new();
             let mut map = Vec::new();
             for (i, es) in self.pattern_entries.iter().enumerate() {
-                if es.iter().any(|e| is_trigger[e.set as usize]) {
+                if es.iter().any(|e| trigger_gates.names(e.set)) {
                     texts.push(self.pattern_text[i].as_str());
                     map.push(i as u32);
                 }
             }
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(&texts)
-                .ok()
-                .map(|a| (a, map))
+            // A trigger holding most of the terms saves little and costs a second scan
+            // of every post that passes it.
+            if texts.len() * 2 > self.pattern_text.len() {
+                None
+            } else {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&texts)
+                    .ok()
+                    .map(|a| (a, map, trigger_gates))
+            }
         };
         Ok(RuleSet {
             trigger,
-            is_trigger,
             patterns: self.pattern_text.len(),
-            rules: self.rules,
+            rules,
             files,
             version,
             sets: self.sets,
@@ -1324,7 +1391,7 @@ impl Builder {
             regexes,
             regex_lazy,
             verify: self.verify,
-            set_rules,
+            gates,
             registry: Default::default(),
         })
     }
@@ -1337,6 +1404,17 @@ fn valid_lang(l: &str) -> bool {
 /// Lower-case a handle and drop a leading `@`.
 pub(crate) fn norm_handle(h: &str) -> String {
     h.trim().trim_start_matches('@').to_lowercase()
+}
+
+/// Append every set `c` names to `out`.
+fn sets_of(c: &Cond, out: &mut Vec<u32>) {
+    match c {
+        Cond::Set(s) => out.push(*s),
+        Cond::Any(ch) | Cond::All(ch) | Cond::None(ch) | Cond::AtLeast(_, ch) => {
+            ch.iter().for_each(|k| sets_of(k, out))
+        }
+        Cond::Near { children, .. } => children.iter().for_each(|k| sets_of(k, out)),
+    }
 }
 
 /// Sets that must all have been hit for `c` to hold.

@@ -17,7 +17,7 @@ pub struct RawFile {
     pub kind: Option<Spanned<String>>,
     /// Default category of the rules in this file.
     #[serde(default)]
-    pub category: Option<Spanned<String>>,
+    pub category: Option<Box<Spanned<String>>>,
     /// Free text about the file (definitions of the category).
     #[serde(default)]
     pub description: Option<String>,
@@ -51,12 +51,12 @@ pub struct RawRule {
     pub description: Option<String>,
     /// Category; defaults to the file's `category`.
     #[serde(default)]
-    pub category: Option<Spanned<String>>,
+    pub category: Option<Box<Spanned<String>>>,
     /// info, low, medium, high or critical.
     pub severity: Spanned<String>,
     /// Contribution to the escalation index (default by severity).
     #[serde(default)]
-    pub score: Option<Spanned<f64>>,
+    pub score: Option<Box<Spanned<f64>>>,
     /// Free tags copied into alerts.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -74,15 +74,15 @@ pub struct RawRule {
     pub requires_media: bool,
     /// Account and language filters.
     #[serde(default)]
-    pub accounts: Option<RawAccounts>,
+    pub accounts: Option<Box<RawAccounts>>,
     /// The condition.
-    pub when: Spanned<RawCond>,
+    pub when: Box<Spanned<RawCond>>,
     /// Exceptions: any that holds in its scope suppresses the match.
     #[serde(default)]
     pub unless: Vec<Spanned<RawCond>>,
     /// Posts that must and must not match; run by `attache test`.
     #[serde(default)]
-    pub examples: Option<RawExamples>,
+    pub examples: Option<Box<RawExamples>>,
 }
 
 /// Account filters. A post whose field is missing passes unless `strict` is set.
@@ -123,16 +123,16 @@ pub struct RawAccounts {
 pub struct RawCond {
     /// A named list (from any file).
     #[serde(default)]
-    pub list: Option<Spanned<String>>,
+    pub list: Option<Box<Spanned<String>>>,
     /// One inline term.
     #[serde(default)]
-    pub term: Option<Spanned<String>>,
+    pub term: Option<Box<Spanned<String>>>,
     /// Inline terms (language-neutral).
     #[serde(default)]
     pub terms: Option<Vec<Spanned<String>>>,
     /// One inline regex term, matched on normalised text.
     #[serde(default)]
-    pub regex: Option<Spanned<String>>,
+    pub regex: Option<Box<Spanned<String>>>,
     /// At least one child holds.
     #[serde(default)]
     pub any: Option<Vec<Spanned<RawCond>>>,
@@ -144,7 +144,7 @@ pub struct RawCond {
     pub none: Option<Vec<Spanned<RawCond>>>,
     /// At least N of `of` hold.
     #[serde(default)]
-    pub at_least: Option<Spanned<u32>>,
+    pub at_least: Option<Box<Spanned<u32>>>,
     /// The children of `at_least`.
     #[serde(default)]
     pub of: Option<Vec<Spanned<RawCond>>>,
@@ -153,16 +153,16 @@ pub struct RawCond {
     pub near: Option<Vec<Spanned<RawCond>>>,
     /// For `near`: at most this many tokens between the children.
     #[serde(default)]
-    pub within: Option<Spanned<u32>>,
+    pub within: Option<Box<Spanned<u32>>>,
     /// For `near`: the children must be in one sentence.
     #[serde(default)]
     pub sentence: Option<bool>,
     /// For an `unless` entry: `sentence` (default), `field` or `post`.
     #[serde(default)]
-    pub scope: Option<Spanned<String>>,
+    pub scope: Option<Box<Spanned<String>>>,
     /// For an `unless` entry: holds only within this many tokens of the match.
     #[serde(default)]
-    pub distance: Option<Spanned<u32>>,
+    pub distance: Option<Box<Spanned<u32>>>,
 }
 
 /// Examples embedded in a rule.

@@ -1,5 +1,7 @@
-//! The per-post hot path: normalise each field, scan it once with the rule set's
-//! automaton, then evaluate only the rules whose required terms were all hit.
+//! The per-post hot path: normalise each field, scan it with the rule set's
+//! automaton (after a small trigger automaton, while that stops most posts), then
+//! evaluate only the rules whose gate holds (see `gate`), on the hits of the sets
+//! those rules use.
 //!
 //! Pure: no I/O, logging or metrics. A [`Matcher`] holds reusable buffers; keep one
 //! per thread and feed it posts.
@@ -9,6 +11,7 @@ use smallvec::SmallVec;
 use super::compile::{
     field, is_unspaced, norm_handle, AccountFilter, Cond, Rule, RuleSet, Scope, NO_VERIFY,
 };
+use super::gate::GateCounter;
 use crate::decode::Post;
 use crate::normalize::{normalize_into, Normalized};
 
@@ -119,6 +122,15 @@ struct Occ {
 
 type Inst = SmallVec<[Occ; 4]>;
 
+/// One match of an automaton pattern, before its entries' boundaries are checked.
+#[derive(Debug, Clone, Copy)]
+struct PatternHit {
+    pattern: u32,
+    field: u8,
+    start: u32,
+    end: u32,
+}
+
 /// Token span of an instance within one field.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -143,6 +155,10 @@ struct FieldBuf {
     tokenized: bool,
 }
 
+/// Posts per sample of how often the trigger automaton lets a post through.
+const TRIGGER_SAMPLE: u32 = 256;
+/// Posts between samples.
+const TRIGGER_RETRY: u32 = 8192;
 /// Most instances any one condition produces; more are not needed to decide.
 const MAX_INSTANCES: usize = 16;
 /// Up to this many regex terms run one by one; more go through the RegexSet first.
@@ -155,8 +171,28 @@ const MAX_COMBINATIONS: usize = 4096;
 pub struct Matcher {
     fields: Vec<FieldBuf>,
     nfields: usize,
+    /// Automaton matches of the current post.
+    pattern_hits: Vec<PatternHit>,
+    /// Hits of the sets the candidate rules use, sorted (set, field, start, end).
     hits: Vec<Hit>,
+    /// Sets found in the current post, one bit per set, and the list of them (to
+    /// clear the bits).
     set_bits: Vec<u64>,
+    found: Vec<u32>,
+    /// Sets the candidate rules use (clear between posts).
+    want_bits: Vec<u64>,
+    /// Clauses of the rules' gates satisfied by the sets found by the full scan and
+    /// by the trigger automaton.
+    gate: GateCounter,
+    trigger_gate: GateCounter,
+    /// Sets the trigger automaton found, one bit per set, and the list of them.
+    gate_bits: Vec<u64>,
+    gate_found: Vec<u32>,
+    /// Whether to run the trigger automaton before the full scan, and how often it
+    /// let the posts of the current sample through (see `prepare`).
+    use_trigger: bool,
+    trigger_seen: u32,
+    trigger_passed: u32,
     /// Candidate rules of the current post, one bit per rule (all clear between posts).
     cand_bits: Vec<u64>,
     cand: Vec<u32>,
@@ -277,10 +313,13 @@ impl Matcher {
         traces
     }
 
-    /// Normalise and scan every field; collect candidate rules. False when nothing hit.
+    /// Normalise and scan every field; collect the candidate rules (those whose gate
+    /// holds, in rule order) and the hits of the sets they use. False when there is
+    /// no candidate.
     fn prepare(&mut self, rules: &RuleSet, post: &Post<'_>) -> bool {
         self.nfields = 0;
         self.hits.clear();
+        self.pattern_hits.clear();
         self.cand.clear();
         if let Some(t) = post.text.as_deref() {
             self.add_field(FieldRef::Text, t);
@@ -298,8 +337,34 @@ impl Matcher {
         if let Some(t) = post.quoted_text.as_deref() {
             self.add_field(FieldRef::QuotedText, t);
         }
-        if !self.triggered(rules) {
-            return false;
+        let words = rules.sets.len().div_ceil(64);
+        if self.set_bits.len() != words {
+            self.set_bits = vec![0; words];
+            self.want_bits = vec![0; words];
+            self.gate_bits = vec![0; words];
+        }
+        // The trigger pays when it stops most posts; when most pass it, it is a
+        // second scan of them. So it runs while it stops at least half of a sample
+        // of TRIGGER_SAMPLE posts, and is tried again every TRIGGER_RETRY posts.
+        if rules.trigger.is_some() {
+            self.trigger_seen += 1;
+            if self.use_trigger || self.trigger_seen <= TRIGGER_SAMPLE {
+                let pass = self.triggered(rules);
+                self.trigger_passed += u32::from(pass);
+                if self.trigger_seen == TRIGGER_SAMPLE {
+                    self.use_trigger = self.trigger_passed * 2 <= TRIGGER_SAMPLE;
+                }
+                if self.trigger_seen >= TRIGGER_RETRY {
+                    self.trigger_seen = 0;
+                    self.trigger_passed = 0;
+                }
+                if !pass {
+                    return false;
+                }
+            } else if self.trigger_seen >= TRIGGER_RETRY {
+                self.trigger_seen = 0;
+                self.trigger_passed = 0;
+            }
         }
         self.regex_pending = rules.regex_lazy && rules.regex_set.is_some();
         for f in 0..self.nfields {
@@ -308,33 +373,18 @@ impl Matcher {
                 self.scan_regexes(rules, f);
             }
         }
-        if self.hits.is_empty() {
-            return false;
-        }
-        self.hits.sort_unstable();
-        let words = rules.sets.len().div_ceil(64);
-        if self.set_bits.len() != words {
-            self.set_bits = vec![0; words];
-        }
-        for h in &self.hits {
-            self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
-        }
         // Candidates as a bitmap over rule indices: read back in rule order, no sort.
         let words = rules.rules.len().div_ceil(64);
         if self.cand_bits.len() != words {
             self.cand_bits = vec![0; words];
         }
-        let mut last = u32::MAX;
-        for i in 0..self.hits.len() {
-            let s = self.hits[i].set;
-            if s == last {
-                continue;
-            }
-            last = s;
-            for &r in &rules.set_rules[s as usize] {
-                self.cand_bits[(r / 64) as usize] |= 1 << (r % 64);
-            }
+        let cand_bits = &mut self.cand_bits;
+        for &s in &self.found {
+            self.gate.found(&rules.gates, s, |r| {
+                cand_bits[(r / 64) as usize] |= 1 << (r % 64);
+            });
         }
+        self.gate.reset();
         for (k, w) in self.cand_bits.iter_mut().enumerate() {
             let mut bits = std::mem::take(w);
             while bits != 0 {
@@ -342,13 +392,83 @@ impl Matcher {
                 bits &= bits - 1;
             }
         }
+        if self.cand.is_empty() {
+            self.finish();
+            return false;
+        }
+        self.materialize(rules);
         true
     }
 
-    fn finish(&mut self) {
-        for h in &self.hits {
-            self.set_bits[(h.set / 64) as usize] = 0;
+    /// Turn the automaton matches into hits of the sets the candidates use (and of
+    /// the country sets, for targets), then sort all hits.
+    fn materialize(&mut self, rules: &RuleSet) {
+        for &r in &self.cand {
+            for &s in &rules.rules[r as usize].sets_used {
+                self.want_bits[(s / 64) as usize] |= 1 << (s % 64);
+            }
         }
+        for ph in &self.pattern_hits {
+            let text = self.fields[ph.field as usize].norm.as_str();
+            let bytes = text.as_bytes();
+            let (start, end) = (ph.start as usize, ph.end as usize);
+            let (a, b) = rules.pattern_entries[ph.pattern as usize];
+            let mut lb = None;
+            let mut rb = None;
+            for e in &rules.entries[a as usize..b as usize] {
+                if e.verify != NO_VERIFY {
+                    continue;
+                }
+                let wanted =
+                    self.want_bits[(e.set / 64) as usize] & (1 << (e.set % 64)) != 0 || e.country;
+                if !wanted {
+                    continue;
+                }
+                if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
+                    continue;
+                }
+                if e.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
+                    continue;
+                }
+                // A wildcard end covers the rest of its word, so evidence shows
+                // the whole word ("diplomates", not "diplomat").
+                let s = if e.left {
+                    start
+                } else {
+                    word_start(text, start)
+                };
+                let t = if e.right { end } else { word_end(text, end) };
+                self.hits.push(Hit {
+                    set: e.set,
+                    field: ph.field,
+                    start: s as u32,
+                    end: t as u32,
+                });
+            }
+        }
+        for &r in &self.cand {
+            for &s in &rules.rules[r as usize].sets_used {
+                self.want_bits[(s / 64) as usize] = 0;
+            }
+        }
+        self.hits.sort_unstable();
+    }
+
+    /// Record that set `s` was found.
+    fn mark(&mut self, s: u32) {
+        let w = &mut self.set_bits[(s / 64) as usize];
+        let bit = 1 << (s % 64);
+        if *w & bit == 0 {
+            *w |= bit;
+            self.found.push(s);
+        }
+    }
+
+    fn finish(&mut self) {
+        for &s in &self.found {
+            self.set_bits[(s / 64) as usize] = 0;
+        }
+        self.found.clear();
     }
 
     fn add_field(&mut self, kind: FieldRef, text: &str) {
@@ -370,19 +490,26 @@ impl Matcher {
         self.nfields += 1;
     }
 
-    /// Whether any term some rule cannot fire without occurs (with its boundaries).
-    /// Most posts stop here after one scan of a small automaton.
-    fn triggered(&self, rules: &RuleSet) -> bool {
-        let Some((ac, map)) = &rules.trigger else {
+    /// Whether the trigger gate of some rule holds on the terms of the trigger
+    /// automaton (with their boundaries). Most posts stop here after one scan of a small
+    /// automaton.
+    fn triggered(&mut self, rules: &RuleSet) -> bool {
+        let Some((ac, map, gates)) = &rules.trigger else {
             return true;
         };
+        for &s in &self.gate_found {
+            self.gate_bits[(s / 64) as usize] = 0;
+        }
+        self.gate_found.clear();
+        let bits = &mut self.gate_bits;
         for f in &self.fields[..self.nfields] {
             let text = f.norm.as_str();
             let bytes = text.as_bytes();
             for m in ac.find_overlapping_iter(text) {
                 let (a, b) = rules.pattern_entries[map[m.pattern().as_usize()] as usize];
                 for e in &rules.entries[a as usize..b as usize] {
-                    if !rules.is_trigger[e.set as usize] {
+                    let (w, bit) = ((e.set / 64) as usize, 1u64 << (e.set % 64));
+                    if bits[w] & bit != 0 || !gates.names(e.set) {
                         continue;
                     }
                     // A wildcard phrase's anchor counts: its regex decides later.
@@ -390,21 +517,35 @@ impl Matcher {
                         || ((!e.left || left_boundary(text, bytes, m.start()))
                             && (!e.right || right_boundary(text, bytes, m.end())))
                     {
-                        return true;
+                        bits[w] |= bit;
+                        self.gate_found.push(e.set);
+                        if self.trigger_gate.found(gates, e.set, |_| ()) {
+                            self.trigger_gate.reset();
+                            return true;
+                        }
                     }
                 }
             }
         }
+        self.trigger_gate.reset();
         false
     }
 
+    /// Scan field `f` with the automaton: record its matches and mark the sets found.
     fn scan(&mut self, rules: &RuleSet, f: usize) {
         let text = self.fields[f].norm.as_str();
         let bytes = text.as_bytes();
         if let Some(ac) = &rules.ac {
             for m in ac.find_overlapping_iter(text) {
-                let (a, b) = rules.pattern_entries[m.pattern().as_usize()];
+                let p = m.pattern().as_usize();
+                let (a, b) = rules.pattern_entries[p];
                 let (start, end) = (m.start(), m.end());
+                self.pattern_hits.push(PatternHit {
+                    pattern: p as u32,
+                    field: f as u8,
+                    start: start as u32,
+                    end: end as u32,
+                });
                 let mut lb = None;
                 let mut rb = None;
                 for e in &rules.entries[a as usize..b as usize] {
@@ -414,26 +555,18 @@ impl Matcher {
                         }
                         continue;
                     }
+                    let (w, bit) = ((e.set / 64) as usize, 1u64 << (e.set % 64));
+                    if self.set_bits[w] & bit != 0 {
+                        continue;
+                    }
                     if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
                         continue;
                     }
                     if e.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
                         continue;
                     }
-                    // A wildcard end covers the rest of its word, so evidence shows
-                    // the whole word ("diplomates", not "diplomat").
-                    let s = if e.left {
-                        start
-                    } else {
-                        word_start(text, start)
-                    };
-                    let t = if e.right { end } else { word_end(text, end) };
-                    self.hits.push(Hit {
-                        set: e.set,
-                        field: f as u8,
-                        start: s as u32,
-                        end: t as u32,
-                    });
+                    self.set_bits[w] |= bit;
+                    self.found.push(e.set);
                 }
             }
         }
@@ -450,6 +583,13 @@ impl Matcher {
                     end: end as u32,
                 });
             }
+            if !found.is_empty() {
+                let (w, bit) = ((*s / 64) as usize, 1u64 << (*s % 64));
+                if self.set_bits[w] & bit == 0 {
+                    self.set_bits[w] |= bit;
+                    self.found.push(*s);
+                }
+            }
         }
         self.verify_queue.clear();
     }
@@ -457,6 +597,7 @@ impl Matcher {
     /// Run the regex terms on field `f`.
     fn scan_regexes(&mut self, rules: &RuleSet, f: usize) {
         let text = self.fields[f].norm.as_str();
+        let before = self.hits.len();
         if rules.regexes.len() <= DIRECT_REGEXES {
             // Few regexes: each one's own literal prefilter beats the set's PikeVM.
             for (re, s) in &rules.regexes {
@@ -486,6 +627,10 @@ impl Matcher {
                 }
             }
         }
+        for i in before..self.hits.len() {
+            let s = self.hits[i].set;
+            self.mark(s);
+        }
     }
 
     /// Run the regex terms now if they were left for later: before the first rule is
@@ -501,9 +646,6 @@ impl Matcher {
             self.scan_regexes(rules, f);
         }
         if self.hits.len() > before {
-            for h in &self.hits[before..] {
-                self.set_bits[(h.set / 64) as usize] |= 1 << (h.set % 64);
-            }
             self.hits.sort_unstable();
         }
     }

@@ -4,7 +4,7 @@
 //! rules/*.yaml ──► format (serde, spans) ──► compile (validate, one Aho-Corasick
 //!                                             automaton + RegexSet) ──► RuleSet
 //! post ──► normalise fields ──► scan once per field ──► evaluate only the rules
-//!                                                      whose required terms were hit
+//!                                                      whose gate holds (`gate`)
 //! ```
 //!
 //! * [`format`]: raw serde types with `deny_unknown_fields` and source spans.
@@ -18,6 +18,7 @@
 pub mod compile;
 pub mod examples;
 pub mod format;
+pub(crate) mod gate;
 pub mod matcher;
 
 use std::fmt;

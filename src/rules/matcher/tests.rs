@@ -338,6 +338,72 @@ fn only_rules_whose_required_terms_hit_are_candidates() {
     );
 }
 
+#[test]
+fn a_rule_whose_alternatives_all_need_two_sets_is_gated_on_both() {
+    // any(all(x1, y1), all(x1, y2)): a post with x1 alone must not even evaluate it
+    // (the gate is x1 ∧ (y1 ∨ y2)), and one with x1 and y2 must fire.
+    let rs = load_sources(&[Source {
+        path: "r.yaml".into(),
+        text: "category: c\nrules:\n  - {id: a, title: a, severity: low, when: {any: [{all: [{terms: [x1]}, {terms: [y1]}]}, {all: [{terms: [x1]}, {terms: [y2]}]}]}}\n".into(),
+    }])
+    .unwrap();
+    let mut m = Matcher::new();
+    let raw = text("x1 alone");
+    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
+    assert!(
+        m.explain(&rs, &post).is_empty(),
+        "x1 alone: not a candidate"
+    );
+    let raw = text("x1 then y2");
+    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
+    let mut out = Vec::new();
+    m.match_post(&rs, &post, &mut out);
+    assert_eq!(out.len(), 1);
+}
+
+/// The trigger automaton is switched off while most posts pass it; that must never
+/// change what fires. One long-lived matcher (which switches) against a fresh one
+/// per post (which always runs the trigger), on a stream where most posts pass.
+#[test]
+fn switching_the_trigger_off_changes_no_result() {
+    // Many exception terms, so that the trigger (the gate's terms) is a small part
+    // of the automaton and gets built.
+    let filler: Vec<String> = (0..60).map(|i| format!("\"filler{i}\"")).collect();
+    let rs = rules(&format!(
+        "when:\n  near: [{{ list: expel }}, {{ list: envoy }}]\n  within: 4\nunless: [{{ list: negation }}, {{ terms: [{}] }}]\n",
+        filler.join(", ")
+    ));
+    assert!(rs.trigger.is_some(), "the test needs a trigger automaton");
+    let texts = [
+        "Canada will expel the Saudi ambassador",
+        "we will not expel the ambassador",
+        "the ambassador met students",
+        "expel the diplomats now",
+        "a routine post about trade",
+    ];
+    let mut long = Matcher::new();
+    for i in 0..3 * TRIGGER_SAMPLE as usize + 100 {
+        // Mostly posts that pass the trigger (an expel term), now and then one that
+        // does not.
+        let t = texts[if i % 7 == 6 { 2 + i % 3 } else { i % 2 * 3 }];
+        let raw = text(t);
+        let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        long.match_post(&rs, &post, &mut a);
+        Matcher::new().match_post(&rs, &post, &mut b);
+        let ev = |v: &Vec<RuleMatch>| -> Vec<Vec<String>> {
+            v.iter()
+                .map(|m| m.evidence.iter().map(|e| e.matched.clone()).collect())
+                .collect()
+        };
+        assert_eq!(ev(&a), ev(&b), "post {i}: {t}");
+    }
+    assert!(
+        !long.use_trigger,
+        "most posts passed, so the trigger was switched off"
+    );
+}
+
 /// Diagnostics carry file:line:column for every kind of mistake.
 #[test]
 fn check_reports_positions() {
