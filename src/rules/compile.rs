@@ -162,16 +162,9 @@ pub struct Rule {
     pub(crate) accounts: AccountFilter,
     pub(crate) when: Cond,
     pub(crate) unless: Vec<Exception>,
-    /// Sets that must all have been hit for the rule to be worth evaluating.
-    pub(crate) required: Vec<u32>,
     /// Every set its condition and exceptions name (sorted): the hits evaluating it
     /// needs.
     pub(crate) sets_used: Vec<u32>,
-    /// A necessary condition of `when` in conjunctive form: the rule can fire only
-    /// when every clause has a set that was found. Only such rules are evaluated.
-    pub(crate) gate: Vec<Vec<u32>>,
-    /// The clauses of `gate` the trigger automaton checks (small sets, no regex).
-    pub(crate) trigger_gate: Vec<Vec<u32>>,
 }
 
 /// One entry of an Aho-Corasick pattern: which set it belongs to and which ends
@@ -209,10 +202,11 @@ pub struct RuleSet {
     pub version: String,
     pub(crate) sets: Vec<TermSet>,
     pub(crate) ac: Option<AhoCorasick>,
-    /// Prefilter: an automaton of only the terms some rule cannot fire without, and
-    /// for each of its patterns the index of the same pattern in `ac`. A post where it
-    /// finds nothing is done after one cheap scan. `None` when a trigger is a regex.
-    /// With it, the index of the rules' `trigger_gate`s.
+    /// Prefilter: an automaton of the terms of the small clauses of the rules' gates
+    /// (no regex), for each of its patterns the index of the same pattern in `ac`,
+    /// and the index of those clauses. A post on which no rule's clauses all hold is
+    /// done after one cheap scan. `None` when some rule has no such clause, or when
+    /// it would hold most of the terms.
     pub(crate) trigger: Option<(AhoCorasick, Vec<u32>, GateIndex)>,
     /// Per AC pattern, a range into `entries`.
     pub(crate) pattern_entries: Vec<(u32, u32)>,
@@ -220,9 +214,9 @@ pub struct RuleSet {
     pub(crate) regex_set: Option<RegexSet>,
     pub(crate) regexes: Vec<(Regex, u32)>,
     /// Whether regex terms may run only once a candidate rule is about to be evaluated:
-    /// true when no regex set can decide which rules are candidates or pass the
-    /// prefilter (none is a trigger, a required set or a country), so their hits are
-    /// needed only by the evaluation itself.
+    /// true when no regex set can decide which rules are candidates (none is in a
+    /// gate) or a target (a country), so their hits are needed only by the evaluation
+    /// itself.
     pub(crate) regex_lazy: bool,
     /// Wildcard-phrase regexes (run only when their anchor was found) and their set.
     pub(crate) verify: Vec<(WildPattern, u32)>,
@@ -889,7 +883,6 @@ impl Builder {
         }
         let (examples_match, examples_no_match) = self.examples(path, r);
         let when = when?;
-        let required = required(&when);
         let mut sets_used = Vec::new();
         sets_of(&when, &mut sets_used);
         for u in &unless {
@@ -926,10 +919,7 @@ impl Builder {
             accounts,
             when,
             unless,
-            required,
             sets_used,
-            gate: Vec::new(),
-            trigger_gate: Vec::new(),
         })
     }
 
@@ -1310,7 +1300,7 @@ impl Builder {
             }
             (Some(set), v)
         };
-        // Gates (see `Rule::gate`): every clause of the condition's necessary
+        // Gates (see `gate`): every clause of the condition's necessary
         // condition for the full scan; for the trigger automaton only the clauses of
         // small sets, none of them a regex (the trigger cannot see regex hits).
         let mut size = vec![0usize; self.sets.len()];
@@ -1323,37 +1313,38 @@ impl Builder {
         for (_, s) in &self.regexes {
             is_regex[*s as usize] = true;
         }
-        let mut rules = self.rules;
+        let rules = self.rules;
         let mut trigger_possible = true;
-        for rule in rules.iter_mut() {
-            rule.gate = gate::cnf(&rule.when, &size);
-            let clause_size = |c: &Vec<u32>| c.iter().map(|s| size[*s as usize]).sum::<usize>();
-            let mut small: Vec<Vec<u32>> = rule
-                .gate
+        let mut full = Vec::with_capacity(rules.len());
+        let mut trigger_gates = Vec::with_capacity(rules.len());
+        for rule in &rules {
+            let g = gate::cnf(&rule.when, &size);
+            let mut small: Vec<Vec<u32>> = g
                 .iter()
                 .filter(|c| !c.iter().any(|s| is_regex[*s as usize]))
                 .cloned()
                 .collect();
-            let smallest = small.iter().min_by_key(|c| clause_size(c)).cloned();
-            small.retain(|c| clause_size(c) <= gate::TRIGGER_CLAUSE_TERMS);
+            let smallest = small
+                .iter()
+                .min_by_key(|c| gate::clause_terms(c, &size))
+                .cloned();
+            small.retain(|c| gate::clause_terms(c, &size) <= gate::TRIGGER_CLAUSE_TERMS);
             if small.is_empty() {
                 small.extend(smallest);
             }
             if small.is_empty() {
                 trigger_possible = false;
             }
-            rule.trigger_gate = small;
+            full.push(g);
+            trigger_gates.push(small);
         }
-        let gates = GateIndex::new(rules.iter().map(|r| r.gate.as_slice()), self.sets.len());
-        let trigger_gates = GateIndex::new(
-            rules.iter().map(|r| r.trigger_gate.as_slice()),
-            self.sets.len(),
-        );
-        let regex_lazy = !self.regexes.iter().any(|(_, s)| {
-            gates.names(*s)
-                || self.sets[*s as usize].country.is_some()
-                || rules.iter().any(|r| r.required.contains(s))
-        });
+        let gates = GateIndex::new(full.iter().map(Vec::as_slice), self.sets.len());
+        let trigger_gates =
+            GateIndex::new(trigger_gates.iter().map(Vec::as_slice), self.sets.len());
+        let regex_lazy = !self
+            .regexes
+            .iter()
+            .any(|(_, s)| gates.names(*s) || self.sets[*s as usize].country.is_some());
         let trigger = if !trigger_possible || self.pattern_text.is_empty() {
             None
         } else {
@@ -1415,19 +1406,6 @@ fn sets_of(c: &Cond, out: &mut Vec<u32>) {
         }
         Cond::Near { children, .. } => children.iter().for_each(|k| sets_of(k, out)),
     }
-}
-
-/// Sets that must all have been hit for `c` to hold.
-fn required(c: &Cond) -> Vec<u32> {
-    let mut out = match c {
-        Cond::Set(s) => vec![*s],
-        Cond::All(ch) | Cond::Near { children: ch, .. } => ch.iter().flat_map(required).collect(),
-        Cond::AtLeast(n, ch) if *n == ch.len() => ch.iter().flat_map(required).collect(),
-        _ => Vec::new(),
-    };
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 /// Sets at least one of which must have been hit for `c` to hold; `None` when `c`

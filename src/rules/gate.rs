@@ -14,6 +14,11 @@ pub(crate) const TRIGGER_CLAUSE_TERMS: usize = 1500;
 /// Most clauses distributing an `any` over its children's clauses may produce.
 const MAX_GATE_CLAUSES: usize = 64;
 
+/// Number of terms of a clause: the sum of `size` over its sets.
+pub(crate) fn clause_terms(clause: &[u32], size: &[usize]) -> usize {
+    clause.iter().map(|s| size[*s as usize]).sum()
+}
+
 /// A necessary condition of `c` in conjunctive form: clauses of sets, each sorted;
 /// `c` can hold only if every clause has a set that was found. Empty when nothing is
 /// necessary (`none` alone).
@@ -42,7 +47,7 @@ pub(crate) fn cnf(c: &Cond, size: &[usize]) -> Vec<Vec<u32>> {
                     .iter()
                     .flat_map(|k| {
                         k.iter()
-                            .min_by_key(|c| c.iter().map(|s| size[*s as usize]).sum::<usize>())
+                            .min_by_key(|c| clause_terms(c, size))
                             .cloned()
                             .unwrap_or_default()
                     })

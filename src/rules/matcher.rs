@@ -155,6 +155,49 @@ struct FieldBuf {
     tokenized: bool,
 }
 
+/// A set of term-set indices: a bitmap to look them up and the list of them, so that
+/// clearing costs one step per member.
+#[derive(Debug, Default)]
+struct SetBits {
+    bits: Vec<u64>,
+    list: Vec<u32>,
+}
+
+impl SetBits {
+    /// Make room for indices below `n` (emptying the set when the size changes).
+    fn fit(&mut self, n: usize) {
+        let words = n.div_ceil(64);
+        if self.bits.len() != words {
+            self.bits = vec![0; words];
+            self.list.clear();
+        }
+    }
+
+    fn contains(&self, s: u32) -> bool {
+        self.bits
+            .get((s / 64) as usize)
+            .is_some_and(|w| w & (1 << (s % 64)) != 0)
+    }
+
+    /// Add `s`; false when it was there already.
+    fn insert(&mut self, s: u32) -> bool {
+        let (w, bit) = ((s / 64) as usize, 1u64 << (s % 64));
+        if self.bits[w] & bit != 0 {
+            return false;
+        }
+        self.bits[w] |= bit;
+        self.list.push(s);
+        true
+    }
+
+    fn clear(&mut self) {
+        for &s in &self.list {
+            self.bits[(s / 64) as usize] = 0;
+        }
+        self.list.clear();
+    }
+}
+
 /// Posts per sample of how often the trigger automaton lets a post through.
 const TRIGGER_SAMPLE: u32 = 256;
 /// Posts between samples.
@@ -175,19 +218,16 @@ pub struct Matcher {
     pattern_hits: Vec<PatternHit>,
     /// Hits of the sets the candidate rules use, sorted (set, field, start, end).
     hits: Vec<Hit>,
-    /// Sets found in the current post, one bit per set, and the list of them (to
-    /// clear the bits).
-    set_bits: Vec<u64>,
-    found: Vec<u32>,
-    /// Sets the candidate rules use (clear between posts).
-    want_bits: Vec<u64>,
+    /// Sets found in the current post.
+    found: SetBits,
+    /// Sets the candidate rules use.
+    want: SetBits,
     /// Clauses of the rules' gates satisfied by the sets found by the full scan and
     /// by the trigger automaton.
     gate: GateCounter,
     trigger_gate: GateCounter,
-    /// Sets the trigger automaton found, one bit per set, and the list of them.
-    gate_bits: Vec<u64>,
-    gate_found: Vec<u32>,
+    /// Sets the trigger automaton found.
+    gate_found: SetBits,
     /// Whether to run the trigger automaton before the full scan, and how often it
     /// let the posts of the current sample through (see `prepare`).
     use_trigger: bool,
@@ -254,7 +294,7 @@ impl Matcher {
                 });
             }
         }
-        self.finish();
+        self.found.clear();
     }
 
     /// Like [`Matcher::match_post`], but reports every candidate rule with the reason
@@ -274,9 +314,6 @@ impl Matcher {
                 evidence: Vec::new(),
                 suppressed_by: Vec::new(),
             };
-            if !rule.required.iter().all(|s| self.has_set(*s)) {
-                continue;
-            }
             if !rule.enabled {
                 t.verdict = "rule is disabled".into();
             } else if rule.requires_media && !post.has_media() {
@@ -309,7 +346,7 @@ impl Matcher {
             }
             traces.push(t);
         }
-        self.finish();
+        self.found.clear();
         traces
     }
 
@@ -337,33 +374,28 @@ impl Matcher {
         if let Some(t) = post.quoted_text.as_deref() {
             self.add_field(FieldRef::QuotedText, t);
         }
-        let words = rules.sets.len().div_ceil(64);
-        if self.set_bits.len() != words {
-            self.set_bits = vec![0; words];
-            self.want_bits = vec![0; words];
-            self.gate_bits = vec![0; words];
-        }
+        self.found.fit(rules.sets.len());
+        self.want.fit(rules.sets.len());
+        self.gate_found.fit(rules.sets.len());
         // The trigger pays when it stops most posts; when most pass it, it is a
         // second scan of them. So it runs while it stops at least half of a sample
         // of TRIGGER_SAMPLE posts, and is tried again every TRIGGER_RETRY posts.
         if rules.trigger.is_some() {
             self.trigger_seen += 1;
-            if self.use_trigger || self.trigger_seen <= TRIGGER_SAMPLE {
-                let pass = self.triggered(rules);
-                self.trigger_passed += u32::from(pass);
+            let sampling = self.trigger_seen <= TRIGGER_SAMPLE;
+            let pass = (self.use_trigger || sampling).then(|| self.triggered(rules));
+            if sampling {
+                self.trigger_passed += u32::from(pass == Some(true));
                 if self.trigger_seen == TRIGGER_SAMPLE {
                     self.use_trigger = self.trigger_passed * 2 <= TRIGGER_SAMPLE;
                 }
-                if self.trigger_seen >= TRIGGER_RETRY {
-                    self.trigger_seen = 0;
-                    self.trigger_passed = 0;
-                }
-                if !pass {
-                    return false;
-                }
-            } else if self.trigger_seen >= TRIGGER_RETRY {
+            }
+            if self.trigger_seen >= TRIGGER_RETRY {
                 self.trigger_seen = 0;
                 self.trigger_passed = 0;
+            }
+            if pass == Some(false) {
+                return false;
             }
         }
         self.regex_pending = rules.regex_lazy && rules.regex_set.is_some();
@@ -379,7 +411,7 @@ impl Matcher {
             self.cand_bits = vec![0; words];
         }
         let cand_bits = &mut self.cand_bits;
-        for &s in &self.found {
+        for &s in &self.found.list {
             self.gate.found(&rules.gates, s, |r| {
                 cand_bits[(r / 64) as usize] |= 1 << (r % 64);
             });
@@ -393,7 +425,7 @@ impl Matcher {
             }
         }
         if self.cand.is_empty() {
-            self.finish();
+            self.found.clear();
             return false;
         }
         self.materialize(rules);
@@ -405,7 +437,7 @@ impl Matcher {
     fn materialize(&mut self, rules: &RuleSet) {
         for &r in &self.cand {
             for &s in &rules.rules[r as usize].sets_used {
-                self.want_bits[(s / 64) as usize] |= 1 << (s % 64);
+                self.want.insert(s);
             }
         }
         for ph in &self.pattern_hits {
@@ -419,9 +451,7 @@ impl Matcher {
                 if e.verify != NO_VERIFY {
                     continue;
                 }
-                let wanted =
-                    self.want_bits[(e.set / 64) as usize] & (1 << (e.set % 64)) != 0 || e.country;
-                if !wanted {
+                if !e.country && !self.want.contains(e.set) {
                     continue;
                 }
                 if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
@@ -446,29 +476,8 @@ impl Matcher {
                 });
             }
         }
-        for &r in &self.cand {
-            for &s in &rules.rules[r as usize].sets_used {
-                self.want_bits[(s / 64) as usize] = 0;
-            }
-        }
+        self.want.clear();
         self.hits.sort_unstable();
-    }
-
-    /// Record that set `s` was found.
-    fn mark(&mut self, s: u32) {
-        let w = &mut self.set_bits[(s / 64) as usize];
-        let bit = 1 << (s % 64);
-        if *w & bit == 0 {
-            *w |= bit;
-            self.found.push(s);
-        }
-    }
-
-    fn finish(&mut self) {
-        for &s in &self.found {
-            self.set_bits[(s / 64) as usize] = 0;
-        }
-        self.found.clear();
     }
 
     fn add_field(&mut self, kind: FieldRef, text: &str) {
@@ -497,19 +506,14 @@ impl Matcher {
         let Some((ac, map, gates)) = &rules.trigger else {
             return true;
         };
-        for &s in &self.gate_found {
-            self.gate_bits[(s / 64) as usize] = 0;
-        }
         self.gate_found.clear();
-        let bits = &mut self.gate_bits;
         for f in &self.fields[..self.nfields] {
             let text = f.norm.as_str();
             let bytes = text.as_bytes();
             for m in ac.find_overlapping_iter(text) {
                 let (a, b) = rules.pattern_entries[map[m.pattern().as_usize()] as usize];
                 for e in &rules.entries[a as usize..b as usize] {
-                    let (w, bit) = ((e.set / 64) as usize, 1u64 << (e.set % 64));
-                    if bits[w] & bit != 0 || !gates.names(e.set) {
+                    if self.gate_found.contains(e.set) || !gates.names(e.set) {
                         continue;
                     }
                     // A wildcard phrase's anchor counts: its regex decides later.
@@ -517,8 +521,7 @@ impl Matcher {
                         || ((!e.left || left_boundary(text, bytes, m.start()))
                             && (!e.right || right_boundary(text, bytes, m.end())))
                     {
-                        bits[w] |= bit;
-                        self.gate_found.push(e.set);
+                        self.gate_found.insert(e.set);
                         if self.trigger_gate.found(gates, e.set, |_| ()) {
                             self.trigger_gate.reset();
                             return true;
@@ -555,8 +558,7 @@ impl Matcher {
                         }
                         continue;
                     }
-                    let (w, bit) = ((e.set / 64) as usize, 1u64 << (e.set % 64));
-                    if self.set_bits[w] & bit != 0 {
+                    if self.found.contains(e.set) {
                         continue;
                     }
                     if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
@@ -565,17 +567,16 @@ impl Matcher {
                     if e.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
                         continue;
                     }
-                    self.set_bits[w] |= bit;
-                    self.found.push(e.set);
+                    self.found.insert(e.set);
                 }
             }
         }
-        let mut found = Vec::new();
+        let mut spans = Vec::new();
         for k in 0..self.verify_queue.len() {
             let (pat, s) = &rules.verify[self.verify_queue[k] as usize];
-            found.clear();
-            pat.find_all(text, &mut found);
-            for &(start, end) in &found {
+            spans.clear();
+            pat.find_all(text, &mut spans);
+            for &(start, end) in &spans {
                 self.hits.push(Hit {
                     set: *s,
                     field: f as u8,
@@ -583,12 +584,8 @@ impl Matcher {
                     end: end as u32,
                 });
             }
-            if !found.is_empty() {
-                let (w, bit) = ((*s / 64) as usize, 1u64 << (*s % 64));
-                if self.set_bits[w] & bit == 0 {
-                    self.set_bits[w] |= bit;
-                    self.found.push(*s);
-                }
+            if !spans.is_empty() {
+                self.found.insert(*s);
             }
         }
         self.verify_queue.clear();
@@ -597,39 +594,27 @@ impl Matcher {
     /// Run the regex terms on field `f`.
     fn scan_regexes(&mut self, rules: &RuleSet, f: usize) {
         let text = self.fields[f].norm.as_str();
-        let before = self.hits.len();
+        let (hits, found) = (&mut self.hits, &mut self.found);
+        let mut run = |(re, s): &(regex::Regex, u32)| {
+            for m in re.find_iter(text) {
+                if m.start() < m.end() {
+                    hits.push(Hit {
+                        set: *s,
+                        field: f as u8,
+                        start: m.start() as u32,
+                        end: m.end() as u32,
+                    });
+                    found.insert(*s);
+                }
+            }
+        };
         if rules.regexes.len() <= DIRECT_REGEXES {
             // Few regexes: each one's own literal prefilter beats the set's PikeVM.
-            for (re, s) in &rules.regexes {
-                for m in re.find_iter(text) {
-                    if m.start() < m.end() {
-                        self.hits.push(Hit {
-                            set: *s,
-                            field: f as u8,
-                            start: m.start() as u32,
-                            end: m.end() as u32,
-                        });
-                    }
-                }
-            }
+            rules.regexes.iter().for_each(&mut run);
         } else if let Some(set) = &rules.regex_set {
-            for i in set.matches(text).iter() {
-                let (re, s) = &rules.regexes[i];
-                for m in re.find_iter(text) {
-                    if m.start() < m.end() {
-                        self.hits.push(Hit {
-                            set: *s,
-                            field: f as u8,
-                            start: m.start() as u32,
-                            end: m.end() as u32,
-                        });
-                    }
-                }
-            }
-        }
-        for i in before..self.hits.len() {
-            let s = self.hits[i].set;
-            self.mark(s);
+            set.matches(text)
+                .iter()
+                .for_each(|i| run(&rules.regexes[i]));
         }
     }
 
@@ -650,16 +635,9 @@ impl Matcher {
         }
     }
 
-    fn has_set(&self, s: u32) -> bool {
-        self.set_bits
-            .get((s / 64) as usize)
-            .is_some_and(|w| w & (1 << (s % 64)) != 0)
-    }
-
+    /// The media and account filters (the gate has already held).
     fn prefilter(&self, rule: &Rule, post: &Post<'_>) -> bool {
-        rule.required.iter().all(|s| self.has_set(*s))
-            && (!rule.requires_media || post.has_media())
-            && accounts_pass(&rule.accounts, post)
+        (!rule.requires_media || post.has_media()) && accounts_pass(&rule.accounts, post)
     }
 
     /// Evaluate a rule; `Some(occurrences)` of the surviving matches when it fires.
