@@ -38,7 +38,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use common::kafka::{tail, Broker, Proc, Storage, RESUMABLE};
+use common::kafka::{send_retrying, tail, Broker, Proc, Storage, RESUMABLE};
 use common::{bin, free_port, http_get};
 
 // ---------------------------------------------------------------------------------------
@@ -442,19 +442,12 @@ fn produce(
         .create_with_context(ctx)
         .expect("test producer");
     for (i, m) in msgs.iter().enumerate() {
-        let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i))
-            .key(&m.key)
-            .payload(&m.value);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        p.poll(Duration::ZERO);
+        send_retrying(
+            &p,
+            BaseRecord::with_opaque_to(topic, Box::new(i))
+                .key(&m.key)
+                .payload(&m.value),
+        );
         sent.fetch_add(1, Ordering::SeqCst);
         if per_tick != usize::MAX && (i + 1) % per_tick == 0 {
             std::thread::sleep(Duration::from_millis(20));
@@ -518,6 +511,12 @@ impl Rec {
     }
     fn alert_id(&self) -> String {
         self.json()["id"].as_str().unwrap_or_default().to_string()
+    }
+    fn post_id(&self) -> String {
+        self.json()["post"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -1030,15 +1029,7 @@ fn f_after_a_restart_the_first_message_processed_is_the_one_after_the_last_compl
     );
     alerts.until(Duration::from_secs(2), |_| false);
     let after = &alerts.recs[10..];
-    let posts: Vec<String> = after
-        .iter()
-        .map(|r| {
-            r.json()["post"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let posts: Vec<String> = after.iter().map(Rec::post_id).collect();
     ensure!(
         fx,
         posts.first().map(String::as_str) == Some("P10"),
@@ -1381,16 +1372,7 @@ fn k_restart_from_an_offset_inside_a_record_batch_reads_the_rest_of_the_batch() 
     let ok = alerts.until(Duration::from_secs(30), |r| r.len() >= 5);
     // Let a stray extra alert show up before judging.
     alerts.until(Duration::from_secs(2), |_| false);
-    let posts: Vec<String> = alerts
-        .recs
-        .iter()
-        .map(|r| {
-            r.json()["post"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let posts: Vec<String> = alerts.recs.iter().map(Rec::post_id).collect();
     let want: Vec<String> = (5..10).map(|i| format!("P{i}")).collect();
     ensure!(
         fx,

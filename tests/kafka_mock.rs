@@ -28,6 +28,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use common::kafka::send_retrying;
 use common::{bin, free_port, http_get};
 
 const GROUP: &str = "attache";
@@ -315,12 +316,7 @@ fn produce(
         })
         .expect("test producer");
     for (i, (k, v)) in msgs.iter().enumerate() {
-        let mut rec = BaseRecord::to(topic).key(k).payload(v);
-        while let Err((_, r)) = p.send(rec) {
-            rec = r;
-            p.poll(Duration::from_millis(10));
-        }
-        p.poll(Duration::ZERO);
+        send_retrying(&p, BaseRecord::to(topic).key(k).payload(v));
         sent.fetch_add(1, Ordering::SeqCst);
         let per_tick = pace.load(Ordering::SeqCst);
         if per_tick != usize::MAX && (i + 1) % per_tick.max(1) == 0 {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::{Message, ToBytes};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{free_port, wait_port};
@@ -232,6 +232,25 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Send `rec`, waiting while the producer's queue is full, then serve callbacks.
+pub fn send_retrying<C, K, P>(p: &BaseProducer<C>, mut rec: BaseRecord<'_, K, P, C::DeliveryOpaque>)
+where
+    C: ProducerContext,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match p.send(rec) {
+            Ok(()) => break,
+            Err((_, r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    p.poll(Duration::ZERO);
+}
+
 /// Produce `(key, value)` records in order and wait until every one is acknowledged.
 pub fn produce(brokers: &str, topic: &str, msgs: &[(String, Vec<u8>)]) {
     let p: BaseProducer = ClientConfig::new()
@@ -241,17 +260,7 @@ pub fn produce(brokers: &str, topic: &str, msgs: &[(String, Vec<u8>)]) {
         .create()
         .expect("test producer");
     for (k, v) in msgs {
-        let mut rec = BaseRecord::to(topic).key(k).payload(v);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        p.poll(Duration::ZERO);
+        send_retrying(&p, BaseRecord::to(topic).key(k).payload(v));
     }
     p.flush(Duration::from_secs(60))
         .expect("test producer flush");
