@@ -9,7 +9,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use sha2::{Digest, Sha256};
 
-use super::format::{RawCond, RawExample, RawFile, RawList, RawRule, Spanned};
+use super::format::{self, RawCond, RawExample, RawFile, RawList, RawRule, Spanned};
 use super::gate::{self, GateIndex};
 use super::{Diagnostic, LoadError, Severity};
 use crate::normalize::normalize;
@@ -314,30 +314,9 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
         hasher.update([0]);
         hasher.update(src.text.as_bytes());
         hasher.update([0]);
-        // Rule files are trusted-ish but large (10,000 rules in one file is ~1M nodes):
-        // raise the parser's node and event budgets, keep its depth limit.
-        let opts = serde_saphyr::options! {
-            budget: serde_saphyr::budget! {
-                max_nodes: 20_000_000,
-                max_events: 40_000_000,
-            },
-        };
-        match serde_saphyr::from_str_with_options::<RawFile>(&src.text, opts) {
+        match serde_saphyr::from_str_with_options::<RawFile>(&src.text, parse_options()) {
             Ok(f) => parsed.push((i, f)),
-            Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((0, 0));
-                let msg = e.without_snippet().to_string();
-                let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
-                b.diags.push(Diagnostic {
-                    file: src.path.clone(),
-                    line,
-                    column,
-                    message: strip_location(&msg),
-                });
-            }
+            Err(e) => b.diags.push(yaml_diag(&src.path, &e)),
         }
     }
     let version = hex::encode(&hasher.finalize()[..6]);
@@ -365,13 +344,6 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
             }
         };
         if kind == "accounts" {
-            if let Some(r) = f.rules.first() {
-                b.diag(
-                    path,
-                    loc(&r.value.id),
-                    "an accounts file cannot define rules".into(),
-                );
-            }
             registry.add_file(path, &f.accounts, &mut b.diags);
         } else if let Some(a) = f.accounts.first() {
             b.diag(
@@ -397,7 +369,7 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
         files.push(FileInfo {
             path: path.clone(),
             kind,
-            rules: f.rules.len(),
+            rules: f.rules.0,
             lists: f.lists.len() + f.countries.len() + f.accounts.len(),
         });
     }
@@ -417,25 +389,48 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
 
     // Pass 2: rules.
     let mut ids: HashMap<String, (PathBuf, u64)> = HashMap::new();
-    for (i, f) in &parsed {
-        let path = &sources[*i].path;
-        for raw in &f.rules {
-            if let Some(rule) = b.rule(path, f, raw) {
-                if let Some((p, l)) = ids.get(&rule.id) {
+    // Rules are read one at a time and dropped once compiled: the raw tree of a
+    // large rule file is several times the size of its compiled rules.
+    for (i, f) in parsed {
+        if f.rules.0 == 0 {
+            continue;
+        }
+        let path = &sources[i].path;
+        let accounts = files
+            .iter()
+            .any(|x| &x.path == path && x.kind == "accounts");
+        let mut first = true;
+        let mut add = |raw: Spanned<RawRule>| {
+            if accounts {
+                if std::mem::take(&mut first) {
                     b.diag(
                         path,
                         loc(&raw.value.id),
-                        format!(
-                            "duplicate rule id `{}` (first defined at {}:{l})",
-                            rule.id,
-                            p.display()
-                        ),
+                        "an accounts file cannot define rules".into(),
                     );
-                    continue;
                 }
-                ids.insert(rule.id.clone(), (path.clone(), rule.line));
-                b.rules.push(rule);
+                return;
             }
+            let Some(rule) = b.rule(path, &f, &raw) else {
+                return;
+            };
+            if let Some((p, l)) = ids.get(&rule.id) {
+                b.diag(
+                    path,
+                    loc(&raw.value.id),
+                    format!(
+                        "duplicate rule id `{}` (first defined at {}:{l})",
+                        rule.id,
+                        p.display()
+                    ),
+                );
+                return;
+            }
+            ids.insert(rule.id.clone(), (path.clone(), rule.line));
+            b.rules.push(rule);
+        };
+        if let Err(e) = format::for_each_rule(&sources[i].text, parse_options(), &mut add) {
+            b.diags.push(yaml_diag(path, &e));
         }
     }
     if !b.diags.is_empty() {
@@ -446,6 +441,34 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
     let mut rs = b.finish(files, version)?;
     rs.registry = registry;
     Ok(rs)
+}
+
+/// Parser options for rule files: they are trusted-ish but large (10,000 rules in
+/// one file is ~1M nodes), so the node and event budgets are raised; the depth limit
+/// stays.
+fn parse_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: 20_000_000,
+            max_events: 40_000_000,
+        },
+    }
+}
+
+/// A YAML or shape error of a rule file, at its position.
+fn yaml_diag(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let msg = e.without_snippet().to_string();
+    let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+    Diagnostic {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message: strip_location(&msg),
+    }
 }
 
 fn strip_location(msg: &str) -> String {

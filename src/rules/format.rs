@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 pub use serde_saphyr::Spanned;
 
 /// One YAML file under `rules/` (rules, shared lists, or countries).
@@ -27,9 +28,11 @@ pub struct RawFile {
     /// Countries: ISO code → per-language names, demonyms, capitals, metonyms.
     #[serde(default)]
     pub countries: BTreeMap<String, Spanned<RawList>>,
-    /// The rules.
+    /// How many rules the file holds. The rules themselves are read one at a time
+    /// by [`for_each_rule`] once every file's lists are known, so a file of 10,000
+    /// rules is never held as one raw tree.
     #[serde(default)]
-    pub rules: Vec<Spanned<RawRule>>,
+    pub rules: RuleCount,
     /// Account registry entries (`kind: accounts`).
     #[serde(default)]
     pub accounts: Vec<Spanned<crate::registry::RawAccount>>,
@@ -185,4 +188,93 @@ pub enum RawExample {
     Text(String),
     /// A post in the canonical form; `id` may be omitted.
     Post(serde_json::Map<String, serde_json::Value>),
+}
+
+/// The number of entries of a file's `rules:` sequence, read without keeping them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RuleCount(pub usize);
+
+impl<'de> Deserialize<'de> for RuleCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = RuleCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of rules")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RuleCount, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(RuleCount(n))
+            }
+        }
+        d.deserialize_seq(Count)
+    }
+}
+
+/// Deserialize the `rules:` of one YAML file one rule at a time, handing each to
+/// `f` (every other key is skipped; the file was already read as a [`RawFile`]).
+pub fn for_each_rule(
+    text: &str,
+    options: serde_saphyr::Options,
+    f: &mut dyn FnMut(Spanned<RawRule>),
+) -> Result<(), serde_saphyr::Error> {
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |d| {
+        RulesOf(f).deserialize(d)
+    })
+}
+
+/// Seed for a whole file: walks its keys, streams `rules`.
+struct RulesOf<'f>(&'f mut dyn FnMut(Spanned<RawRule>));
+/// Seed for the `rules:` sequence.
+struct RuleSeq<'f>(&'f mut dyn FnMut(Spanned<RawRule>));
+
+impl<'de> DeserializeSeed<'de> for RulesOf<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RulesOf<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a rule file (a mapping)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let f = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "rules" {
+                map.next_value_seed(RuleSeq(&mut *f))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for RuleSeq<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RuleSeq<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sequence of rules")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(rule) = seq.next_element::<Spanned<RawRule>>()? {
+            (self.0)(rule);
+        }
+        Ok(())
+    }
 }

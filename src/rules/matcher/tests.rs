@@ -417,6 +417,9 @@ fn check_reports_positions() {
         ("category: c\nrules:\n  - {id: a, title: t, severity: low, when: {near: [{terms: [x]}, {terms: [y]}]}}\n", "needs `within"),
         ("category: c\nrules:\n  - {id: a, title: t, severity: low, when: {regex: \"x{1000}{1000}\"}}\n", "too large"),
         ("rules: [\n", ""),
+        ("kind: accounts\nrules:\n  - {id: a, title: t, severity: low, when: {terms: [x]}}\n", "an accounts file cannot define rules"),
+        ("category: c\nrules:\n  - {id: a, title: t, severity: low, when: {terms: [x]}}\n  - {id: b, title: t, severity: low, when: {terms: [y]}, extra: 1}\n", "unknown field `extra`"),
+        ("category: c\nrules: {a: 1}\n", "sequence"),
     ];
     for (yaml, want) in cases {
         let err = load_sources(&[Source {
@@ -429,6 +432,27 @@ fn check_reports_positions() {
         assert!(d.to_string().starts_with("bad.yaml:"), "{d}");
         assert!(d.message.contains(want), "{yaml:?}: want {want:?}, got {d}");
     }
+}
+
+/// Rules are read one at a time after the lists (see `format::for_each_rule`):
+/// anchors defined anywhere in the file, merge keys and a later rule's error still
+/// work as when the file was read whole.
+#[test]
+fn streamed_rules_see_anchors_and_keep_order() {
+    let yaml = "category: c\nlists:\n  l:\n    en: &w [expel, expels]\nrules:\n  - {id: r1, title: t, severity: low, when: {terms: *w}}\n  - &base {id: r2, title: t, severity: low, when: {term: recall}}\n  - {<<: *base, id: r3}\n";
+    let rs = load_sources(&[Source {
+        path: "a.yaml".into(),
+        text: yaml.into(),
+    }])
+    .unwrap();
+    let ids: Vec<&str> = rs.rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2", "r3"]);
+    assert_eq!(rs.files[0].rules, 3);
+    let j = text("they expels and recall");
+    let post = decode(j.as_bytes(), &Limits::default()).unwrap();
+    let mut out = Vec::new();
+    Matcher::new().match_post(&rs, &post, &mut out);
+    assert_eq!(out.len(), 3, "{out:?}");
 }
 
 mod properties {
