@@ -271,6 +271,37 @@ fn eval_prints_scores_and_errors() {
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
+/// The shipped rules on the second labelled corpus (`corpus/second/`, 450 posts in ten
+/// languages; see its README): a regression guard on precision and recall per label.
+#[test]
+fn shipped_rules_hold_their_scores_on_the_second_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
+    for file in ["en.jsonl", "euro.jsonl", "east.jsonl"] {
+        let out = bin()
+            .args(["eval", "--quiet", "--rules"])
+            .arg(rules_dir())
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8_lossy(&out.stdout);
+        for label in ["sanctions", "persona_non_grata", "incendiary_imagery"] {
+            let row: Vec<&str> = s
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(label))
+                .unwrap_or_else(|| panic!("{file}: no row for {label}: {s}"))
+                .split_whitespace()
+                .collect();
+            let (p, r): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+            assert!(p >= 0.95 && r >= 0.9, "{file} {label}: P={p} R={r}\n{s}");
+        }
+    }
+}
+
 #[test]
 fn run_embedded_default_prints_alerts_and_exits_0() {
     let port = free_port();

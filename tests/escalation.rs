@@ -587,8 +587,11 @@ fn running_instance_serves_pairs_and_gauges() {
     let mut body = String::new();
     for _ in 0..200 {
         if let Some((200, b)) = http_get(port, "/pairs") {
-            if b.contains("\"crisis\"") {
-                body = b;
+            // The level names ("crisis") are in every response; wait for a pair at it.
+            let at_crisis =
+                serde_json::from_str::<Value>(&b).is_ok_and(|v| v["pairs"][0]["level"] == "crisis");
+            body = b;
+            if at_crisis {
                 break;
             }
         }
