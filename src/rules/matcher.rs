@@ -341,7 +341,10 @@ impl Matcher {
                         t.evidence = self.evidence(rules, post, when);
                     }
                     let ev = self.evidence(rules, post, by);
-                    t.suppressed_by.push((desc, ev));
+                    // Every suppressed instance reports its exception; show each once.
+                    if !t.suppressed_by.iter().any(|(d, e)| *d == desc && *e == ev) {
+                        t.suppressed_by.push((desc, ev));
+                    }
                 }
             }
             traces.push(t);

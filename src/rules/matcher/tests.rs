@@ -318,6 +318,17 @@ fn explain_reports_suppression() {
     assert_eq!(tr[0].suppressed_by[0].1[0].matched, "false");
 }
 
+/// Two suppressed matches of one exception are one line of `explain`, not two.
+#[test]
+fn explain_lists_each_suppression_once() {
+    let rs =
+        rules("when: { list: expel }\nunless:\n  - any: [{ terms: [\"false\"] }]\n    scope: post");
+    let raw = text("Reports that we expel and will expel diplomats are false.");
+    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
+    let tr = Matcher::new().explain(&rs, &post);
+    assert_eq!(tr[0].suppressed_by.len(), 1, "{:?}", tr[0].suppressed_by);
+}
+
 #[test]
 fn only_rules_whose_required_terms_hit_are_candidates() {
     // Two rules; a post hitting only one rule's terms evaluates only that rule.
