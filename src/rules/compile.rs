@@ -179,6 +179,8 @@ pub(crate) struct Entry {
     pub(crate) verify: u32,
     /// Whether `set` names a country (its hits are kept for targets).
     pub(crate) country: bool,
+    /// Whether some rule's gate names `set` (only such sets need marking as found).
+    pub(crate) gated: bool,
 }
 
 /// No verification regex.
@@ -772,6 +774,7 @@ impl Builder {
                         right: false,
                         verify: v,
                         country: false,
+                        gated: false,
                     },
                 );
             }
@@ -784,6 +787,7 @@ impl Builder {
                         right,
                         verify: NO_VERIFY,
                         country: false,
+                        gated: false,
                     },
                 );
             }
@@ -1362,6 +1366,9 @@ impl Builder {
             trigger_gates.push(small);
         }
         let gates = GateIndex::new(full.iter().map(Vec::as_slice), self.sets.len());
+        for e in &mut entries {
+            e.gated = gates.names(e.set);
+        }
         let trigger_gates =
             GateIndex::new(trigger_gates.iter().map(Vec::as_slice), self.sets.len());
         let regex_lazy = !self

@@ -561,7 +561,8 @@ impl Matcher {
                         }
                         continue;
                     }
-                    if self.found.contains(e.set) {
+                    // Found sets only feed the gates; hits come from `pattern_hits`.
+                    if !e.gated || self.found.contains(e.set) {
                         continue;
                     }
                     if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
