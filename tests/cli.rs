@@ -271,12 +271,21 @@ fn eval_prints_scores_and_errors() {
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
-/// The shipped rules on the second labelled corpus (`corpus/second/`, 450 posts in ten
+/// The shipped rules on the second labelled corpus (`corpus/second/`, 770 posts in ten
 /// languages; see its README): a regression guard on precision and recall per label.
 #[test]
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
-    for file in ["en.jsonl", "euro.jsonl", "east.jsonl"] {
+    // Round 1 was tuned on; round 2 was held out until after the round-1 fixes (looser).
+    let files = [
+        ("en.jsonl", 0.95, 0.9),
+        ("euro.jsonl", 0.95, 0.9),
+        ("east.jsonl", 0.95, 0.9),
+        ("round2-en.jsonl", 0.9, 0.85),
+        ("round2-euro.jsonl", 0.9, 0.85),
+        ("round2-east.jsonl", 0.9, 0.85),
+    ];
+    for (file, min_p, min_r) in files {
         let out = bin()
             .args(["eval", "--quiet", "--rules"])
             .arg(rules_dir())
@@ -297,7 +306,7 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
                 .split_whitespace()
                 .collect();
             let (p, r): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
-            assert!(p >= 0.95 && r >= 0.9, "{file} {label}: P={p} R={r}\n{s}");
+            assert!(p >= min_p && r >= min_r, "{file} {label}: P={p} R={r}\n{s}");
         }
     }
 }
