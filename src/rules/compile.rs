@@ -20,6 +20,9 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub const REGEX_SET_SIZE_LIMIT: usize = 32 << 20;
 /// Name of the built-in list made of every country term.
 pub const COUNTRY_LIST: &str = "country";
+/// The built-in list of every country term, whose hits naming the posting account's
+/// own country do not count ("another state").
+pub const FOREIGN_COUNTRY_LIST: &str = "foreign_country";
 
 /// One rule file's text, as read from disk (or embedded).
 #[derive(Debug, Clone)]
@@ -224,6 +227,8 @@ pub struct RuleSet {
     pub(crate) verify: Vec<(WildPattern, u32)>,
     /// The index of the rules' gates: only rules whose gate holds are evaluated.
     pub(crate) gates: GateIndex,
+    /// The set of the `foreign_country` list (`u32::MAX` when no country is defined).
+    pub(crate) foreign_set: u32,
     /// Number of distinct literal patterns.
     pub patterns: usize,
     /// The account registry (`kind: accounts` files).
@@ -257,6 +262,7 @@ impl RuleSet {
             regex_lazy: true,
             verify: Vec::new(),
             gates: GateIndex::default(),
+            foreign_set: u32::MAX,
             patterns: 0,
             registry: Default::default(),
         }
@@ -375,18 +381,20 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
             lists: f.lists.len() + f.countries.len() + f.accounts.len(),
         });
     }
-    // The built-in `country` list: every country term.
-    if b.country_terms.is_empty() {
-        b.list_ids
-            .insert(COUNTRY_LIST.into(), (u32::MAX, PathBuf::new(), (0, 0)));
-    } else {
-        let set = b.new_set(COUNTRY_LIST.into(), None);
-        let terms = std::mem::take(&mut b.country_terms);
+    // The built-in `country` and `foreign_country` lists: every country term.
+    let terms = std::mem::take(&mut b.country_terms);
+    for name in [COUNTRY_LIST, FOREIGN_COUNTRY_LIST] {
+        if terms.is_empty() {
+            b.list_ids
+                .insert(name.into(), (u32::MAX, PathBuf::new(), (0, 0)));
+            continue;
+        }
+        let set = b.new_set(name.into(), None);
         for (path, at, term) in &terms {
             b.add_term(path, *at, term, set);
         }
         b.list_ids
-            .insert(COUNTRY_LIST.into(), (set, PathBuf::new(), (0, 0)));
+            .insert(name.into(), (set, PathBuf::new(), (0, 0)));
     }
 
     // Pass 2: rules.
@@ -689,13 +697,11 @@ impl Builder {
         country: Option<String>,
     ) {
         let at = loc(list);
-        if name == COUNTRY_LIST {
+        if name == COUNTRY_LIST || name == FOREIGN_COUNTRY_LIST {
             self.diag(
                 path,
                 at,
-                format!(
-                    "list name `{COUNTRY_LIST}` is reserved for the union of all country terms"
-                ),
+                format!("list name `{name}` is reserved for the union of all country terms"),
             );
             return;
         }
@@ -1398,7 +1404,13 @@ impl Builder {
                     .map(|a| (a, map, trigger_gates))
             }
         };
+        let foreign_set = self
+            .sets
+            .iter()
+            .position(|s| s.name == FOREIGN_COUNTRY_LIST)
+            .map_or(u32::MAX, |i| i as u32);
         Ok(RuleSet {
+            foreign_set,
             trigger,
             patterns: self.pattern_text.len(),
             rules,

@@ -431,13 +431,13 @@ impl Matcher {
             self.found.clear();
             return false;
         }
-        self.materialize(rules);
+        self.materialize(rules, post.country());
         true
     }
 
     /// Turn the automaton matches into hits of the sets the candidates use (and of
     /// the country sets, for targets), then sort all hits.
-    fn materialize(&mut self, rules: &RuleSet) {
+    fn materialize(&mut self, rules: &RuleSet, own: Option<&str>) {
         for &r in &self.cand {
             for &s in &rules.rules[r as usize].sets_used {
                 self.want.insert(s);
@@ -455,6 +455,13 @@ impl Matcher {
                     continue;
                 }
                 if !e.country && !self.want.contains(e.set) {
+                    continue;
+                }
+                // `foreign_country`: a name of the posting account's own country is
+                // not another state.
+                if e.set == rules.foreign_set
+                    && own.is_some_and(|own| names_country(rules, a, b, own))
+                {
                     continue;
                 }
                 if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
@@ -945,6 +952,17 @@ impl Matcher {
         out.sort_by_key(|e| (e.field, e.start));
         out
     }
+}
+
+/// Whether one of the entries `a..b` of a pattern is a term of country `code`'s list.
+fn names_country(rules: &RuleSet, a: u32, b: u32, code: &str) -> bool {
+    rules.entries[a as usize..b as usize].iter().any(|e| {
+        e.country
+            && rules.sets[e.set as usize]
+                .country
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(code))
+    })
 }
 
 fn ranges_overlap(a0: u32, a1: u32, b0: u32, b1: u32) -> bool {

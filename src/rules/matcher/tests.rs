@@ -318,6 +318,22 @@ fn explain_reports_suppression() {
     assert_eq!(tr[0].suppressed_by[0].1[0].matched, "false");
 }
 
+/// `foreign_country` ignores names of the posting account's own country; `country` does not.
+#[test]
+fn foreign_country_skips_the_posters_own_country() {
+    let foreign = rules("when: { near: [{ list: expel }, { list: foreign_country }], within: 4 }");
+    let any = rules("when: { near: [{ list: expel }, { list: country }], within: 4 }");
+    let post = |t: &str, c: &str| {
+        serde_json::json!({"id": "1", "text": t, "account": {"country": c}}).to_string()
+    };
+    let own = post("Canada expels two diplomats.", "CA");
+    assert!(fires(&foreign, &own).is_none());
+    assert!(fires(&any, &own).is_some());
+    assert!(fires(&foreign, &post("Canada expels two diplomats.", "SA")).is_some());
+    assert!(fires(&foreign, &text("Canada expels two diplomats.")).is_some());
+    assert!(fires(&foreign, &post("Ottawa expels two Saudi diplomats.", "CA")).is_none());
+}
+
 /// Two suppressed matches of one exception are one line of `explain`, not two.
 #[test]
 fn explain_lists_each_suppression_once() {
