@@ -401,14 +401,13 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
     let mut ids: HashMap<String, (PathBuf, u64)> = HashMap::new();
     // Rules are read one at a time and dropped once compiled: the raw tree of a
     // large rule file is several times the size of its compiled rules.
-    for (i, f) in parsed {
+    // Pass 1 pushed one `FileInfo` per parsed file, in order.
+    for ((i, f), info) in parsed.into_iter().zip(&files) {
         if f.rules.0 == 0 {
             continue;
         }
         let path = &sources[i].path;
-        let accounts = files
-            .iter()
-            .any(|x| &x.path == path && x.kind == "accounts");
+        let accounts = info.kind == "accounts";
         let mut first = true;
         let mut add = |raw: Spanned<RawRule>| {
             if accounts {

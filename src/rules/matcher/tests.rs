@@ -46,11 +46,22 @@ fn indent(s: &str) -> String {
     s.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-fn fires(rs: &RuleSet, post_json: &str) -> Option<RuleMatch> {
+/// Every rule of `rs` that fires on the post, in rule order.
+fn matches(rs: &RuleSet, post_json: &str) -> Vec<RuleMatch> {
     let post = decode(post_json.as_bytes(), &Limits::default()).unwrap();
     let mut out = Vec::new();
     Matcher::new().match_post(rs, &post, &mut out);
-    out.into_iter().next()
+    out
+}
+
+fn fires(rs: &RuleSet, post_json: &str) -> Option<RuleMatch> {
+    matches(rs, post_json).into_iter().next()
+}
+
+/// `explain` of the post with a fresh matcher.
+fn explain(rs: &RuleSet, post_json: &str) -> Vec<Trace> {
+    let post = decode(post_json.as_bytes(), &Limits::default()).unwrap();
+    Matcher::new().explain(rs, &post)
 }
 
 fn text(t: &str) -> String {
@@ -309,9 +320,7 @@ fn disabled_rules_do_not_fire() {
 #[test]
 fn explain_reports_suppression() {
     let rs = rules("when: { list: expel }\nunless:\n  - any: [{ terms: [\"false\"] }]");
-    let raw = text("Reports that we expel diplomats are false.");
-    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
-    let tr = Matcher::new().explain(&rs, &post);
+    let tr = explain(&rs, &text("Reports that we expel diplomats are false."));
     assert_eq!(tr.len(), 1);
     assert!(!tr[0].fired);
     assert_eq!(tr[0].suppressed_by.len(), 1);
@@ -339,9 +348,10 @@ fn foreign_country_skips_the_posters_own_country() {
 fn explain_lists_each_suppression_once() {
     let rs =
         rules("when: { list: expel }\nunless:\n  - any: [{ terms: [\"false\"] }]\n    scope: post");
-    let raw = text("Reports that we expel and will expel diplomats are false.");
-    let post = decode(raw.as_bytes(), &Limits::default()).unwrap();
-    let tr = Matcher::new().explain(&rs, &post);
+    let tr = explain(
+        &rs,
+        &text("Reports that we expel and will expel diplomats are false."),
+    );
     assert_eq!(tr[0].suppressed_by.len(), 1, "{:?}", tr[0].suppressed_by);
 }
 
@@ -475,10 +485,7 @@ fn streamed_rules_see_anchors_and_keep_order() {
     let ids: Vec<&str> = rs.rules.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["r1", "r2", "r3"]);
     assert_eq!(rs.files[0].rules, 3);
-    let j = text("they expels and recall");
-    let post = decode(j.as_bytes(), &Limits::default()).unwrap();
-    let mut out = Vec::new();
-    Matcher::new().match_post(&rs, &post, &mut out);
+    let out = matches(&rs, &text("they expels and recall"));
     assert_eq!(out.len(), 3, "{out:?}");
 }
 
