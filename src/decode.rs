@@ -21,28 +21,28 @@ pub struct Post<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
     /// `x`, `mastodon`, `bluesky`, `facebook`, `telegram`, `website`, …
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub platform: Option<Cow<'a, str>>,
     /// The posting account; every field may be missing.
     #[serde(borrow, default)]
     pub account: Option<Account<'a>>,
     /// RFC 3339 time of posting (event time), as given.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub created_at: Option<Cow<'a, str>>,
     /// Declared language (often missing or wrong; never relied on for recall).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub lang: Option<Cow<'a, str>>,
     /// Post body.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub text: Option<Cow<'a, str>>,
     /// Attached images and videos.
     #[serde(borrow, default)]
     pub media: Option<Vec<Media<'a>>>,
     /// Text of a quoted or replied-to post (context, not evidence, by default).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub quoted_text: Option<Cow<'a, str>>,
     /// Permalink.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub url: Option<Cow<'a, str>>,
 }
 
@@ -53,16 +53,16 @@ pub struct Account<'a> {
     #[serde(borrow, default, deserialize_with = "string_or_number")]
     pub id: Option<Cow<'a, str>>,
     /// Handle, with or without a leading `@`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub handle: Option<Cow<'a, str>>,
     /// Display name.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub name: Option<Cow<'a, str>>,
     /// ISO 3166-1 alpha-2 code of the posting state.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub country: Option<Cow<'a, str>>,
     /// `foreign_ministry`, `embassy`, `head_of_state`, … (DESIGN §3).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub role: Option<Cow<'a, str>>,
 }
 
@@ -70,14 +70,23 @@ pub struct Account<'a> {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Media<'a> {
     /// `image` or `video`.
-    #[serde(borrow, default, rename = "type")]
+    #[serde(borrow, default, rename = "type", deserialize_with = "opt_str")]
     pub kind: Option<Cow<'a, str>>,
     /// Caption shown with the media.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub caption: Option<Cow<'a, str>>,
     /// Accessibility description.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     pub alt_text: Option<Cow<'a, str>>,
+}
+
+/// An optional string field, borrowed from the input unless it holds escapes.
+/// (serde's derive borrows a bare `Cow<str>` but copies one inside an `Option`.)
+fn opt_str<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    d.deserialize_option(OptStr { numbers: false })
 }
 
 /// An account id may be a JSON string or number (platform ids are numeric); numbers
@@ -86,38 +95,58 @@ fn string_or_number<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Err
 where
     D: serde::Deserializer<'de>,
 {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string or an integer")
+    d.deserialize_option(OptStr { numbers: true })
+}
+
+/// Visitor of an optional string (and, with `numbers`, an integer as its text).
+#[derive(Clone, Copy)]
+struct OptStr {
+    numbers: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for OptStr {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(if self.numbers {
+            "a string or an integer"
+        } else {
+            "a string"
+        })
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        if !self.numbers {
+            return Err(E::invalid_type(serde::de::Unexpected::Unsigned(v), &self));
         }
-        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        if !self.numbers {
+            return Err(E::invalid_type(serde::de::Unexpected::Signed(v), &self));
         }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_string())))
-        }
-        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v)))
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_string())))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_string())))
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.numbers {
+            d.deserialize_any(self)
+        } else {
+            d.deserialize_str(self)
         }
     }
-    d.deserialize_option(V)
 }
 
 impl Post<'_> {
@@ -383,6 +412,35 @@ mod tests {
         assert_eq!(p.country(), Some("SA"));
         assert!(p.has_media());
         assert_eq!(p.media.unwrap()[0].caption.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn string_fields_borrow_from_the_input_unless_escaped() {
+        // serde's derive copies a `Cow<str>` inside an `Option`: one allocation per
+        // field per post on the hot path.
+        let p = decode(
+            br#"{"id":"1","text":"hello","lang":"en","account":{"handle":"h","id":7,"country":"SA"},
+                "media":[{"type":"image","caption":"c"}],"quoted_text":"esc\u00e9"}"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        let borrowed = |c: &Option<Cow<'_, str>>| matches!(c, Some(Cow::Borrowed(_)));
+        let a = p.account.as_ref().unwrap();
+        let m = &p.media.as_ref().unwrap()[0];
+        assert!(borrowed(&p.text) && borrowed(&p.lang));
+        assert!(
+            borrowed(&a.handle)
+                && borrowed(&a.country)
+                && borrowed(&m.kind)
+                && borrowed(&m.caption)
+        );
+        assert_eq!(a.id.as_deref(), Some("7"));
+        assert_eq!(p.quoted_text.as_deref(), Some("escé"));
+        assert!(matches!(p.quoted_text, Some(Cow::Owned(_))));
+        assert_eq!(
+            reason(br#"{"id":"1","text":"t","lang":5}"#),
+            Some(DecodeReason::WrongType)
+        );
     }
 
     #[test]
