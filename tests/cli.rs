@@ -276,7 +276,7 @@ fn eval_prints_scores_and_errors() {
 #[test]
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
-    // Round 1 was tuned on; rounds 2 and 3 were held out until after the earlier
+    // Round 1 was tuned on; rounds 2 to 4 were held out until after the earlier
     // rounds' fixes (looser).
     let files = [
         ("en.jsonl", 0.95, 0.9),
@@ -288,6 +288,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round3-en.jsonl", 0.9, 0.85),
         ("round3-euro.jsonl", 0.9, 0.85),
         ("round3-east.jsonl", 0.9, 0.85),
+        // round 4 asked its writers for the least obvious phrasings; its euro imagery
+        // posts carry threats no word list reaches (a clock beside a portrait)
+        ("round4-en.jsonl", 0.9, 0.8),
+        ("round4-euro.jsonl", 0.9, 0.5),
+        ("round4-east.jsonl", 0.9, 0.8),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
