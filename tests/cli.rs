@@ -289,9 +289,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round3-euro.jsonl", 0.9, 0.85),
         ("round3-east.jsonl", 0.9, 0.85),
         // round 4 asked its writers for the least obvious phrasings; its euro imagery
-        // posts carry threats no word list reaches (a clock beside a portrait)
+        // posts carry threats no word list reaches (a clock beside a portrait), and the
+        // stock phrases that caught some of them ("al alcance", "à portée") were too
+        // broad for unseen posts
         ("round4-en.jsonl", 0.9, 0.8),
-        ("round4-euro.jsonl", 0.9, 0.5),
+        ("round4-euro.jsonl", 0.9, 0.45),
         ("round4-east.jsonl", 0.9, 0.8),
         ("round5-en.jsonl", 0.9, 0.85),
         ("round5-euro.jsonl", 0.9, 0.85),
