@@ -1403,11 +1403,11 @@ impl Builder {
                     .map(|a| (a, map, trigger_gates))
             }
         };
+        // Registered with the built-in lists (`u32::MAX` when no country is defined).
         let foreign_set = self
-            .sets
-            .iter()
-            .position(|s| s.name == FOREIGN_COUNTRY_LIST)
-            .map_or(u32::MAX, |i| i as u32);
+            .list_ids
+            .get(FOREIGN_COUNTRY_LIST)
+            .map_or(u32::MAX, |(set, _, _)| *set);
         Ok(RuleSet {
             foreign_set,
             trigger,
