@@ -23,6 +23,8 @@ pub const COUNTRY_LIST: &str = "country";
 /// The built-in list of every country term, whose hits naming the posting account's
 /// own country do not count ("another state").
 pub const FOREIGN_COUNTRY_LIST: &str = "foreign_country";
+/// The key of a list that names the lists inside whose hits its own hits do not count.
+pub const NOT_OVERLAPPING: &str = "not_overlapping";
 
 /// One rule file's text, as read from disk (or embedded).
 #[derive(Debug, Clone)]
@@ -229,6 +231,9 @@ pub struct RuleSet {
     pub(crate) gates: GateIndex,
     /// The set of the `foreign_country` list (`u32::MAX` when no country is defined).
     pub(crate) foreign_set: u32,
+    /// Sets whose hits do not count where they overlap a hit of one of the other
+    /// sets (a list's `not_overlapping`: the `no` of pt `no país`), sorted by set.
+    pub(crate) not_overlapping: Vec<(u32, Box<[u32]>)>,
     /// Number of distinct literal patterns.
     pub patterns: usize,
     /// The account registry (`kind: accounts` files).
@@ -263,6 +268,7 @@ impl RuleSet {
             verify: Vec::new(),
             gates: GateIndex::default(),
             foreign_set: u32::MAX,
+            not_overlapping: Vec::new(),
             patterns: 0,
             registry: Default::default(),
         }
@@ -396,6 +402,8 @@ pub fn load_sources(sources: &[Source]) -> Result<RuleSet, LoadError> {
         b.list_ids
             .insert(name.into(), (set, PathBuf::new(), (0, 0)));
     }
+
+    b.resolve_not_overlapping();
 
     // Pass 2: rules.
     let mut ids: HashMap<String, (PathBuf, u64)> = HashMap::new();
@@ -671,6 +679,11 @@ struct Builder {
     anon: usize,
     /// Inline term lists already given a set (see `anon_set`).
     anon_sets: HashMap<Vec<String>, u32>,
+    /// `not_overlapping` of the lists, by name until every list is known (see
+    /// `resolve_not_overlapping`).
+    not_overlapping_names: Vec<(u32, String, PathBuf, Vec<Spanned<String>>)>,
+    /// Resolved: a set and the sets inside whose hits its hits do not count.
+    not_overlapping: Vec<(u32, Box<[u32]>)>,
 }
 
 impl Builder {
@@ -729,6 +742,24 @@ impl Builder {
         self.list_ids
             .insert(name.to_string(), (set, path.to_path_buf(), at));
         for (lang, terms) in &list.value {
+            if lang == NOT_OVERLAPPING {
+                if country.is_some() {
+                    self.diag(
+                        path,
+                        at,
+                        format!("country `{name}`: `{NOT_OVERLAPPING}` is for term lists"),
+                    );
+                } else {
+                    let names = terms.clone();
+                    self.not_overlapping_names.push((
+                        set,
+                        name.to_string(),
+                        path.to_path_buf(),
+                        names,
+                    ));
+                }
+                continue;
+            }
             if !valid_lang(lang) {
                 self.diag(
                     path,
@@ -748,6 +779,37 @@ impl Builder {
                 self.add_term(path, tat, &t.value, set);
             }
         }
+    }
+
+    /// Resolve the `not_overlapping` list names, once every list is defined.
+    fn resolve_not_overlapping(&mut self) {
+        for (set, name, path, names) in std::mem::take(&mut self.not_overlapping_names) {
+            let mut sets = Vec::new();
+            for n in &names {
+                match self.list_ids.get(n.value.as_str()) {
+                    Some((s, _, _)) if *s == set => self.diag(
+                        &path,
+                        loc(n),
+                        format!("list `{name}`: `{NOT_OVERLAPPING}` cannot name the list itself"),
+                    ),
+                    Some((s, _, _)) if *s != u32::MAX => sets.push(*s),
+                    _ => self.diag(
+                        &path,
+                        loc(n),
+                        format!(
+                            "list `{name}`: `{NOT_OVERLAPPING}` names unknown list `{}`",
+                            n.value
+                        ),
+                    ),
+                }
+            }
+            sets.sort_unstable();
+            sets.dedup();
+            if !sets.is_empty() {
+                self.not_overlapping.push((set, sets.into_boxed_slice()));
+            }
+        }
+        self.not_overlapping.sort_unstable();
     }
 
     fn add_term(&mut self, path: &Path, at: (u64, u64), raw: &str, set: u32) {
@@ -919,6 +981,16 @@ impl Builder {
         sets_of(&when, &mut sets_used);
         for u in &unless {
             sets_of(&u.cond, &mut sets_used);
+        }
+        // A set's hits are pruned by the hits of its `not_overlapping` sets: those are
+        // needed too.
+        for k in 0..sets_used.len() {
+            if let Ok(i) = self
+                .not_overlapping
+                .binary_search_by_key(&sets_used[k], |(s, _)| *s)
+            {
+                sets_used.extend_from_slice(&self.not_overlapping[i].1);
+            }
         }
         sets_used.sort_unstable();
         sets_used.dedup();
@@ -1410,6 +1482,7 @@ impl Builder {
             .map_or(u32::MAX, |(set, _, _)| *set);
         Ok(RuleSet {
             foreign_set,
+            not_overlapping: self.not_overlapping,
             trigger,
             patterns: self.pattern_text.len(),
             rules,
@@ -1489,6 +1562,39 @@ mod tests {
         }])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rs.rules.len(), 10_000);
+    }
+
+    /// `not_overlapping` names lists; an unknown one or the list itself is an error
+    /// at its line and column.
+    #[test]
+    fn not_overlapping_names_are_checked() {
+        let text = "kind: lists\nlists:\n  neg:\n    en: [\"not\"]\n    not_overlapping: [neg, nope, fneg]\n  fneg: { en: [\"not only\"] }\n";
+        let Err(err) = load_sources(&[Source {
+            path: "l.yaml".into(),
+            text: text.into(),
+        }]) else {
+            panic!("unknown and self references are errors");
+        };
+        let d: Vec<_> = err
+            .diagnostics()
+            .iter()
+            .map(|d| (d.line, d.column, d.message.clone()))
+            .collect();
+        assert_eq!(
+            d,
+            [
+                (
+                    5,
+                    23,
+                    "list `neg`: `not_overlapping` cannot name the list itself".into()
+                ),
+                (
+                    5,
+                    28,
+                    "list `neg`: `not_overlapping` names unknown list `nope`".into()
+                ),
+            ]
+        );
     }
 
     #[test]

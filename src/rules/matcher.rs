@@ -131,6 +131,59 @@ struct PatternHit {
     end: u32,
 }
 
+/// Push the byte ranges of the web and mail addresses of a normalised text: a scheme
+/// (`https://`, `ftp://` …) or `www.` up to the next whitespace, and `local@domain.tld`
+/// (an `@` with a word before it; `@mentions` are not addresses).
+pub(crate) fn web_spans(text: &str, field: u8, out: &mut Vec<(u8, u32, u32)>) {
+    let b = text.as_bytes();
+    let first = out.len();
+    let to_space = |from: usize| {
+        b[from..]
+            .iter()
+            .position(|c| c.is_ascii_whitespace())
+            .map_or(b.len(), |k| from + k)
+    };
+    let push = |out: &mut Vec<(u8, u32, u32)>, a: usize, e: usize| {
+        let inside = out[first..]
+            .iter()
+            .any(|&(_, x, y)| x as usize <= a && e <= y as usize);
+        if !inside {
+            out.push((field, a as u32, e as u32));
+        }
+    };
+    for at in memchr::memmem::find_iter(b, b"://") {
+        let scheme = b[..at]
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-'))
+            .count();
+        if scheme >= 2 {
+            push(out, at - scheme, to_space(at + 3));
+        }
+    }
+    for at in memchr::memmem::find_iter(b, b"www.") {
+        if left_boundary(text, b, at) {
+            push(out, at, to_space(at + 4));
+        }
+    }
+    // ASCII only: CJK text runs into an address without a space.
+    let local = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'+' | b'-');
+    let domain = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-');
+    for at in memchr::memchr_iter(b'@', b) {
+        let before = b[..at].iter().rev().take_while(|c| local(c)).count();
+        let after = b[at + 1..].iter().take_while(|c| domain(c)).count();
+        let host = &b[at + 1..at + 1 + after];
+        // `[\w-]+\.[\w.-]+`: a label, a dot, and something after it.
+        let dotted = host
+            .iter()
+            .position(|&c| c == b'.')
+            .is_some_and(|d| d > 0 && d + 1 < host.len());
+        if before > 0 && dotted {
+            push(out, at - before, at + 1 + after);
+        }
+    }
+}
+
 /// Token span of an instance within one field.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -240,6 +293,10 @@ pub struct Matcher {
     verify_queue: Vec<u32>,
     /// Regex terms not yet run on this post (see `RuleSet::regex_lazy`).
     regex_pending: bool,
+    /// Whether `hits` is final for this post (see `complete_hits`).
+    hits_done: bool,
+    /// Web and mail addresses of the current post: field, start, end.
+    web: Vec<(u8, u32, u32)>,
 }
 
 impl Matcher {
@@ -283,7 +340,7 @@ impl Matcher {
             if !enabled || !self.prefilter(rule, post) {
                 continue;
             }
-            self.run_pending_regexes(rules);
+            self.complete_hits(rules);
             if let Some(ev) = self.evaluate(rule, None) {
                 let (targets, target_evidence) = self.targets(rules, rule, post);
                 out.push(RuleMatch {
@@ -322,7 +379,7 @@ impl Matcher {
                 t.verdict =
                     "terms found, but the account or language filter excludes this post".into();
             } else {
-                self.run_pending_regexes(rules);
+                self.complete_hits(rules);
                 let mut sup = Vec::new();
                 match self.evaluate(rule, Some(&mut sup)) {
                     Some(ev) => {
@@ -402,6 +459,7 @@ impl Matcher {
             }
         }
         self.regex_pending = rules.regex_lazy && rules.regex_set.is_some();
+        self.hits_done = false;
         for f in 0..self.nfields {
             self.scan(rules, f);
             if !self.regex_pending {
@@ -644,6 +702,55 @@ impl Matcher {
         if self.hits.len() > before {
             self.hits.sort_unstable();
         }
+    }
+
+    /// Make the hits final before the first rule is evaluated: run the regex terms if
+    /// they were left for later, then drop the hits that are no evidence — those in a
+    /// web or mail address (`…/sanctions`, `sanctions@…` is a path, not a statement)
+    /// and those of a list that overlap a hit of one of its `not_overlapping` lists
+    /// (the `not` of `whether or not`, `will not` in `will not only`, negates nothing).
+    fn complete_hits(&mut self, rules: &RuleSet) {
+        if self.hits_done {
+            return;
+        }
+        self.hits_done = true;
+        self.run_pending_regexes(rules);
+        self.web.clear();
+        for f in 0..self.nfields {
+            web_spans(self.fields[f].norm.as_str(), f as u8, &mut self.web);
+        }
+        if self.web.is_empty() && rules.not_overlapping.is_empty() {
+            return;
+        }
+        let hits = &self.hits;
+        let web = &self.web;
+        let mut keep = vec![true; hits.len()];
+        if !web.is_empty() {
+            for (k, h) in hits.iter().enumerate() {
+                keep[k] = !web
+                    .iter()
+                    .any(|&(f, a, b)| f == h.field && h.start < b && a < h.end);
+            }
+        }
+        for (s, outer) in &rules.not_overlapping {
+            let lo = hits.partition_point(|h| h.set < *s);
+            let hi = hits.partition_point(|h| h.set <= *s);
+            for k in lo..hi {
+                let h = hits[k];
+                keep[k] &= !outer.iter().any(|o| {
+                    let a = hits.partition_point(|g| g.set < *o);
+                    let b = hits.partition_point(|g| g.set <= *o);
+                    hits[a..b]
+                        .iter()
+                        .any(|g| g.field == h.field && g.start < h.end && h.start < g.end)
+                });
+            }
+        }
+        let mut k = 0;
+        self.hits.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
     }
 
     /// The media and account filters (the gate has already held).

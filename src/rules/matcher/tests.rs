@@ -21,6 +21,11 @@ countries:
 
 /// Compile one rule (YAML for the body of a rule after `id`) with the test lists.
 fn rules(rule_yaml: &str) -> RuleSet {
+    rules_with(LISTS, rule_yaml)
+}
+
+/// Like [`rules`], with other lists.
+fn rules_with(lists: &str, rule_yaml: &str) -> RuleSet {
     let file = format!(
         "category: test\nrules:\n  - id: r\n    title: t\n    severity: high\n{}",
         indent(rule_yaml)
@@ -28,7 +33,7 @@ fn rules(rule_yaml: &str) -> RuleSet {
     load_sources(&[
         Source {
             path: "lists.yaml".into(),
-            text: LISTS.into(),
+            text: lists.into(),
         },
         Source {
             path: "countries.yaml".into(),
@@ -197,6 +202,77 @@ t!(
     ["In 1986 there was a summit; today, after many years of patience, we expel them."],
     ["the 1986 expulsion"]
 );
+
+t!(
+    words_inside_web_and_mail_addresses_are_no_evidence,
+    "when: { list: expel }",
+    [
+        "We expel the attaché. Details: https://mfa.example/news",
+        "Expelled, see www.mfa.example/expel",
+        "@expel_watch we expel them"
+    ],
+    [
+        "https://mfa.example/news/expel-diplomats",
+        "Statement: www.mfa.example/expelled.html",
+        "Write to expel.desk@mfa.example for details",
+        "中方通告见 https://mfa.example/驱逐"
+    ]
+);
+
+/// A list whose hits do not count where they overlap a hit of another list.
+#[test]
+fn not_overlapping_drops_the_negation_of_a_false_negation() {
+    let lists = r#"
+kind: lists
+lists:
+  negation: { en: ["not", "will not", "no"], not_overlapping: [false_negation] }
+  false_negation: { en: ["not only", "whether or not"], pt: ["no país"] }
+  expel: { en: ["expel*"], pt: ["expuls*"] }
+"#;
+    let rs = rules_with(
+        lists,
+        "when: { list: expel }\nunless:\n  - near: [{ list: negation }, { list: expel }]\n    within: 3",
+    );
+    for yes in [
+        "We will not only expel them but also close the consulate.",
+        "Whether or not they protest, we expel them.",
+        "O governo decide expulsar no país o diplomata.",
+    ] {
+        assert!(fires(&rs, &text(yes)).is_some(), "should fire: {yes:?}");
+    }
+    // A real negation in the same sentence as a false one still counts.
+    for no in [
+        "We will not expel them, not only because of the talks.",
+        "We do not expel anyone.",
+    ] {
+        assert!(fires(&rs, &text(no)).is_none(), "should not fire: {no:?}");
+    }
+}
+
+#[test]
+fn web_spans_find_urls_and_mail_but_not_mentions() {
+    let spans = |t: &str| {
+        let mut out = Vec::new();
+        web_spans(t, 0, &mut out);
+        out.iter()
+            .map(|&(_, a, b)| t[a as usize..b as usize].to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        spans("see https://a.example/x?y=1 and www.b.example/z."),
+        ["https://a.example/x?y=1", "www.b.example/z."]
+    );
+    assert_eq!(
+        spans("mail desk.one+x@mfa.example.org now"),
+        ["desk.one+x@mfa.example.org"]
+    );
+    assert_eq!(spans("@mfa_russia @x.y and a@b"), Vec::<String>::new());
+    assert_eq!(
+        spans("邮箱sanctions@mfa.example"),
+        ["sanctions@mfa.example"]
+    );
+    assert_eq!(spans("awww.example is no address"), Vec::<String>::new());
+}
 
 t!(
     evasion_via_normaliser,
