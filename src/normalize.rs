@@ -26,6 +26,7 @@
 //!    - Arabic letters: أ إ آ ٱ → ا, ى → ي, ی → ي, ئ → ي, ک → ك, ة → ه, ؤ → و, and the other
 //!      letters with hamza above to their base (ۀ → ە, ۂ → ہ, ۓ → ے);
 //!      Arabic-Indic and extended Arabic-Indic digits → ASCII digits;
+//!    - traditional Chinese characters → simplified (`國` → `国`, `戰` → `战`);
 //!    - punctuation: ’ ‘ ‛ ʼ ′ \` → `'`; “ ” „ ‟ « » → `"`; ‐ ‑ ‒ – — ― − → `-`;
 //!    - whitespace: a line break (`\n`, `\r`, U+0085, U+2028, U+2029) becomes `\n`, any other
 //!      whitespace `' '` (NFKC has already turned NBSP, U+2000–200A, U+3000 … into spaces);
@@ -59,7 +60,9 @@
 //! `ΡΕRSONA` → `persona`). A word with no such letter, or a tie, is left alone.
 //!
 //! CJK, kana, Hangul and Thai pass through (after NFKC and lowercasing) with no spaces
-//! inserted.
+//! inserted; traditional Chinese characters are folded to simplified ones, one character
+//! for one (`國際制裁` → `国际制裁`; OpenCC's table, see `normalize/hant.rs`), so that one
+//! term serves Beijing, Taipei and Hong Kong.
 //!
 //! # Properties
 //!
@@ -331,7 +334,10 @@ fn is_removable(c: char) -> bool {
     )
 }
 
-/// One-to-one folds applied after NFKC: Arabic letters and digits, punctuation variants.
+mod hant;
+
+/// One-to-one folds applied after NFKC: Arabic letters and digits, punctuation variants,
+/// traditional Chinese characters.
 fn simple_map(c: char) -> Option<char> {
     Some(match c {
         '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{02BC}' | '\u{2032}' | '`' => '\'',
@@ -348,6 +354,11 @@ fn simple_map(c: char) -> Option<char> {
         '\u{0624}' => '\u{0648}',
         '\u{0660}'..='\u{0669}' => char::from(b'0' + (c as u32 - 0x660) as u8),
         '\u{06F0}'..='\u{06F9}' => char::from(b'0' + (c as u32 - 0x6F0) as u8),
+        // Traditional Chinese characters (Taiwan, Hong Kong, Macau) to simplified.
+        '\u{3400}'..='\u{9FFF}' | '\u{20000}'..='\u{3FFFF}' => {
+            let i = hant::T2S.binary_search_by_key(&c, |&(t, _)| t).ok()?;
+            hant::T2S[i].1
+        }
         _ => return None,
     })
 }
@@ -1801,7 +1812,7 @@ mod tests {
         check("ї ў", "і у");
         check("άλφα έψιλον ΐ", "αλφα εψιλον ι");
         // Combining marks of other scripts survive.
-        check("制裁が発動", "制裁が発動");
+        check("制裁が発動", "制裁が発动");
         check("か\u{3099}", "が");
         check("राजदूत निष्कासित", "राजदूत निष्कासित");
         check("การคว่ำบาตร", &"การคว่ำบาตร".nfkc().collect::<String>());
@@ -1952,10 +1963,29 @@ mod tests {
     }
 
     #[test]
+    fn traditional_chinese_folds_to_simplified() {
+        check(
+            "中國外交部宣布對美國實施制裁",
+            "中国外交部宣布对美国实施制裁",
+        );
+        check("驅逐兩名外交官", "驱逐两名外交官");
+        assert_eq!(origin("臺灣當局宣布斷交。", "断交"), "斷交");
+        // Japanese kanji that are traditional forms fold the same way, in rule terms
+        // and posts alike (evidence still shows the original).
+        check("外務省", "外务省");
+        // Every fold is final: its target is no traditional character itself.
+        for &(t, s) in hant::T2S.iter() {
+            let (t, s) = (t.to_string(), s.to_string());
+            assert_eq!(normalize(&t).as_str(), s, "{t}");
+            assert_eq!(normalize(&s).as_str(), s, "{s}");
+        }
+    }
+
+    #[test]
     fn cjk_and_thai_pass_through() {
         check("外交部长会见大使", "外交部长会见大使");
         assert_eq!(origin("今天外交部长会见大使。", "会见"), "会见");
-        check("外務省は大使を召喚した", "外務省は大使を召喚した");
+        check("外務省は大使を召喚した", "外务省は大使を召唤した"); // kanji fold like hanzi
         check("외교부 대사 초치", "외교부 대사 초치");
         check("กระทรวงการต่างประเทศ", "กระทรวงการต่างประเทศ");
         check("中国ＡＢＣ外交", "中国abc外交");
