@@ -708,7 +708,8 @@ impl Matcher {
     /// they were left for later, then drop the hits that are no evidence — those in a
     /// web or mail address (`…/sanctions`, `sanctions@…` is a path, not a statement)
     /// and those of a list that overlap a hit of one of its `not_overlapping` lists
-    /// (the `not` of `whether or not`, `will not` in `will not only`, negates nothing).
+    /// without holding it whole (the `not` of `whether or not`, `will not` in `will
+    /// not only`, negates nothing).
     fn complete_hits(&mut self, rules: &RuleSet) {
         if self.hits_done {
             return;
@@ -740,9 +741,14 @@ impl Matcher {
                 keep[k] &= !outer.iter().any(|o| {
                     let a = hits.partition_point(|g| g.set < *o);
                     let b = hits.partition_point(|g| g.set <= *o);
-                    hits[a..b]
-                        .iter()
-                        .any(|g| g.field == h.field && g.start < h.end && h.start < g.end)
+                    // Overlapping without holding it whole: `大使` inside `大使馆`
+                    // (embassy) is no envoy, `大使馆工作人员` (embassy staff) is.
+                    hits[a..b].iter().any(|g| {
+                        g.field == h.field
+                            && g.start < h.end
+                            && h.start < g.end
+                            && !(h.start <= g.start && g.end <= h.end)
+                    })
                 });
             }
         }

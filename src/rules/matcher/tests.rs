@@ -249,6 +249,26 @@ lists:
     }
 }
 
+/// A hit that holds the other list's hit whole still counts: `大使` inside `大使馆`
+/// (embassy) is no envoy, `大使馆工作人员` (embassy staff) is one.
+#[test]
+fn not_overlapping_keeps_hits_that_hold_the_other_hit() {
+    let lists = r#"
+kind: lists
+lists:
+  envoy: { zh: ["大使", "大使馆工作人员"], not_overlapping: [mission] }
+  mission: { zh: ["大使馆"] }
+  expel: { zh: ["驱逐"] }
+"#;
+    let rs = rules_with(
+        lists,
+        "when: { near: [{ list: expel }, { list: envoy }], within: 20 }",
+    );
+    assert!(fires(&rs, &text("中方决定驱逐两名大使馆工作人员。")).is_some());
+    assert!(fires(&rs, &text("中方决定驱逐该国大使。")).is_some());
+    assert!(fires(&rs, &text("游客被驱逐出大使馆门前广场。")).is_none());
+}
+
 #[test]
 fn web_spans_find_urls_and_mail_but_not_mentions() {
     let spans = |t: &str| {
