@@ -158,9 +158,17 @@ pub fn normalize_into(input: &str, out: &mut Normalized) {
     if !changed {
         std::mem::swap(buf, tmp);
     }
+    let mut closed = false;
+    if memchr::memchr(b' ', buf.text.as_bytes()).is_some() && !buf.text.is_ascii() {
+        tmp.clear();
+        if stage_unspaced_gaps(buf, tmp) {
+            std::mem::swap(buf, tmp);
+            closed = true;
+        }
+    }
     // Only a word with letters of two scripts can change in stage 4; such a word either
-    // came out of stage 1 or was joined from spaced letters in stage 3.
-    if seen.mixed_word || (joined && seen.has_cyrillic_or_greek) {
+    // came out of stage 1 or was joined in stage 3 (spaced letters) or 3b (a closed gap).
+    if seen.mixed_word || ((joined || closed) && seen.has_cyrillic_or_greek) {
         tmp.clear();
         if stage_confusables(buf, tmp) {
             std::mem::swap(buf, tmp);
@@ -361,6 +369,26 @@ fn simple_map(c: char) -> Option<char> {
         }
         _ => return None,
     })
+}
+
+/// Characters of scripts written without spaces between words (Chinese, Japanese,
+/// Thai, Lao, Khmer, Myanmar): terms in them match without word boundaries and each
+/// such character is one token.
+pub fn is_unspaced(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF     // Thai, Lao
+        | 0x1000..=0x109F   // Myanmar
+        | 0x1780..=0x17FF   // Khmer
+        | 0x2E80..=0x2FDF   // CJK radicals
+        | 0x3000..=0x303F   // CJK symbols and punctuation
+        | 0x3040..=0x30FF   // Hiragana, Katakana
+        | 0x31F0..=0x31FF   // Katakana extensions
+        | 0x3400..=0x4DBF   // CJK extension A
+        | 0x4E00..=0x9FFF   // CJK unified ideographs
+        | 0xF900..=0xFAFF   // CJK compatibility ideographs
+        | 0xFF66..=0xFF9F   // half-width Katakana
+        | 0x20000..=0x2FA1F // CJK extensions B–F
+    )
 }
 
 fn is_line_break(c: char) -> bool {
@@ -1415,6 +1443,36 @@ fn stage_spacing(src: &Buf, dst: &mut Buf) -> (bool, bool) {
     (true, joined)
 }
 
+/// Stage 3b: drop a space between two characters of scripts written without spaces (CJK,
+/// kana, Thai …): `实施惩 戒 措 施` → `实施惩戒措施`, so spacing out a Chinese or Japanese
+/// keyword does not hide it. Terms of those scripts match as substrings anyway, so a real
+/// separator lost this way changes no match. Returns false (and leaves `dst` unspecified)
+/// when nothing changed.
+fn stage_unspaced_gaps(src: &Buf, dst: &mut Buf) -> bool {
+    let t = src.text.as_bytes();
+    let mut copied = 0;
+    for p in memchr::memchr_iter(b' ', t) {
+        // Both neighbours are multi-byte characters (an unspaced script is never ASCII).
+        if p == 0
+            || t.get(p - 1).is_none_or(|&b| b < 0x80)
+            || t.get(p + 1).is_none_or(|&b| b < 0xC0)
+        {
+            continue;
+        }
+        let before = src.text.get(..p).and_then(|s| s.chars().next_back());
+        let after = src.text.get(p + 1..).and_then(|s| s.chars().next());
+        if before.is_some_and(is_unspaced) && after.is_some_and(is_unspaced) {
+            dst.copy_from(src, copied, p);
+            copied = p + 1;
+        }
+    }
+    if copied == 0 {
+        return false;
+    }
+    dst.copy_from(src, copied, t.len());
+    true
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stage 4: look-alike letters.
 
@@ -1681,8 +1739,20 @@ mod tests {
             k += 1;
         }
 
+        // Stage 3b: no space between two characters of unspaced scripts.
+        let mut c_gap: Vec<(char, bool)> = Vec::new();
+        for (i, &(c, up)) in c_out.iter().enumerate() {
+            let between = c == ' '
+                && i > 0
+                && is_unspaced(c_out[i - 1].0)
+                && c_out.get(i + 1).is_some_and(|n| is_unspaced(n.0));
+            if !between {
+                c_gap.push((c, up));
+            }
+        }
+
         // Stage 4: look-alikes, word by word.
-        let mut d = c_out;
+        let mut d = c_gap;
         let mut i = 0;
         while i < d.len() {
             if !is_word_letter(d[i].0) {
@@ -1927,8 +1997,8 @@ mod tests {
         check("с а н к ц и и", "санкции");
         check("ع ق و ب ا ت", "عقوبات");
         check("s а n c t i o n s", "sanctions");
-        // Never CJK.
-        check("外 交 部", "外 交 部");
+        // CJK is no letter spacing; its gaps close in stage 3b.
+        check("外 交 部", "外交部");
         // A line break ends a run.
         check("a b\nc d", "a b\nc d");
         check("a b c\nd e", "abc\nd e");
@@ -1960,6 +2030,18 @@ mod tests {
         let n = normalize("foo \t bar");
         let s = n.as_str().find(' ').unwrap();
         assert_eq!(n.original_range(s, s + 1), 3..6);
+    }
+
+    #[test]
+    fn spaces_inside_unspaced_scripts_are_dropped() {
+        check("实施惩 戒 措 施——禁止", "实施惩戒措施--禁止");
+        check("制 裁", "制裁");
+        check("大使を 召 喚", "大使を召唤");
+        // Between an unspaced and a spaced script, and across lines, spaces stay.
+        check("中国 expels 外交官", "中国 expels 外交官");
+        check("制\n裁", "制\n裁");
+        check("외교부 대사 초치", "외교부 대사 초치");
+        assert_eq!(origin("实施惩 戒 措 施", "惩戒措施"), "惩 戒 措 施");
     }
 
     #[test]

@@ -642,25 +642,7 @@ impl WildPattern {
     }
 }
 
-/// Characters of scripts written without spaces between words (Chinese, Japanese,
-/// Thai, Lao, Khmer, Myanmar): terms in them match without word boundaries and each
-/// such character is one token.
-pub fn is_unspaced(c: char) -> bool {
-    matches!(c as u32,
-        0x0E00..=0x0EFF     // Thai, Lao
-        | 0x1000..=0x109F   // Myanmar
-        | 0x1780..=0x17FF   // Khmer
-        | 0x2E80..=0x2FDF   // CJK radicals
-        | 0x3000..=0x303F   // CJK symbols and punctuation
-        | 0x3040..=0x30FF   // Hiragana, Katakana
-        | 0x31F0..=0x31FF   // Katakana extensions
-        | 0x3400..=0x4DBF   // CJK extension A
-        | 0x4E00..=0x9FFF   // CJK unified ideographs
-        | 0xF900..=0xFAFF   // CJK compatibility ideographs
-        | 0xFF66..=0xFF9F   // half-width Katakana
-        | 0x20000..=0x2FA1F // CJK extensions B–F
-    )
-}
+pub use crate::normalize::is_unspaced;
 
 #[derive(Default)]
 struct Builder {
