@@ -1461,7 +1461,12 @@ fn stage_unspaced_gaps(src: &Buf, dst: &mut Buf) -> bool {
         }
         let before = src.text.get(..p).and_then(|s| s.chars().next_back());
         let after = src.text.get(p + 1..).and_then(|s| s.chars().next());
-        if before.is_some_and(is_unspaced) && after.is_some_and(is_unspaced) {
+        // The next character must start a segment of its own: a voiced-sound mark (NFKC
+        // makes `゛` a space and U+3099) would compose with the character before it on
+        // the next pass.
+        if before.is_some_and(is_unspaced)
+            && after.is_some_and(|c| is_unspaced(c) && is_safe_start(c))
+        {
             dst.copy_from(src, copied, p);
             copied = p + 1;
         }
@@ -1745,7 +1750,9 @@ mod tests {
             let between = c == ' '
                 && i > 0
                 && is_unspaced(c_out[i - 1].0)
-                && c_out.get(i + 1).is_some_and(|n| is_unspaced(n.0));
+                && c_out
+                    .get(i + 1)
+                    .is_some_and(|n| is_unspaced(n.0) && is_safe_start(n.0));
             if !between {
                 c_gap.push((c, up));
             }
@@ -2042,6 +2049,9 @@ mod tests {
         check("制\n裁", "制\n裁");
         check("외교부 대사 초치", "외교부 대사 초치");
         assert_eq!(origin("实施惩 戒 措 施", "惩戒措施"), "惩 戒 措 施");
+        // Regression (property test): `゛` is a space and a combining mark after NFKC;
+        // closing that gap would compose ヘ + ゛ into ベ on a second pass.
+        check("ぁヘ゛", "ぁヘ \u{3099}");
     }
 
     #[test]
