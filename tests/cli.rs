@@ -271,14 +271,14 @@ fn eval_prints_scores_and_errors() {
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
-/// The shipped rules on the second labelled corpus (`corpus/second/`, 3,130 posts in thirteen
-/// languages, ten rounds; see its README): a regression guard on precision and recall
+/// The shipped rules on the second labelled corpus (`corpus/second/`, 3,450 posts in thirteen
+/// languages, eleven rounds; see its README): a regression guard on precision and recall
 /// per label.
 #[test]
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
-    // rounds' fixes (looser).
+    // rounds' fixes (looser); round 11 is still held out (no fix was made for it).
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -318,6 +318,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round10-it.jsonl", 0.8, 0.7),
         ("round10-uk.jsonl", 0.8, 0.7),
         ("round10-ja.jsonl", 0.8, 0.7),
+        // round 11 was scored with the shipped rules and not used for fixes: its floors
+        // are the held-out figures themselves (imagery recall 0.56 en, 0.67 euro)
+        ("round11-en.jsonl", 0.85, 0.55),
+        ("round11-euro.jsonl", 0.85, 0.65),
+        ("round11-east.jsonl", 0.85, 0.85),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
