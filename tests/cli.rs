@@ -278,7 +278,7 @@ fn eval_prints_scores_and_errors() {
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
-    // rounds' fixes (looser); round 11 is still held out (no fix was made for it).
+    // rounds' fixes (looser).
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -318,10 +318,9 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round10-it.jsonl", 0.8, 0.7),
         ("round10-uk.jsonl", 0.8, 0.7),
         ("round10-ja.jsonl", 0.8, 0.7),
-        // round 11 was scored with the shipped rules and not used for fixes: its floors
-        // are the held-out figures themselves (imagery recall 0.56 en, 0.67 euro)
-        ("round11-en.jsonl", 0.85, 0.55),
-        ("round11-euro.jsonl", 0.85, 0.65),
+        // round 11: allusive imagery ("Our skies, our land, our Essequibo") stays missed
+        ("round11-en.jsonl", 0.85, 0.6),
+        ("round11-euro.jsonl", 0.85, 0.7),
         ("round11-east.jsonl", 0.85, 0.85),
     ];
     for (file, min_p, min_r) in files {
