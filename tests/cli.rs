@@ -271,14 +271,14 @@ fn eval_prints_scores_and_errors() {
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
-/// The shipped rules on the second labelled corpus (`corpus/second/`, 3,450 posts in thirteen
-/// languages, eleven rounds; see its README): a regression guard on precision and recall
+/// The shipped rules on the second labelled corpus (`corpus/second/`, 3,770 posts in thirteen
+/// languages, twelve rounds; see its README): a regression guard on precision and recall
 /// per label.
 #[test]
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
-    // rounds' fixes (looser).
+    // rounds' fixes (looser); round 12 is still held out (no fix was made for it).
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -322,6 +322,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round11-en.jsonl", 0.85, 0.6),
         ("round11-euro.jsonl", 0.85, 0.7),
         ("round11-east.jsonl", 0.85, 0.85),
+        // round 12 was scored with the rules as shipped and not used for fixes: its
+        // floors are the held-out figures themselves (imagery recall 0.50 en, 0.63 east)
+        ("round12-en.jsonl", 0.85, 0.5),
+        ("round12-euro.jsonl", 0.85, 0.7),
+        ("round12-east.jsonl", 0.85, 0.6),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
