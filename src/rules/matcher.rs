@@ -6,6 +6,9 @@
 //! Pure: no I/O, logging or metrics. A [`Matcher`] holds reusable buffers; keep one
 //! per thread and feed it posts.
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
 use smallvec::SmallVec;
 
 use super::compile::{
@@ -151,7 +154,9 @@ pub(crate) fn web_spans(text: &str, field: u8, out: &mut Vec<(u8, u32, u32)>) {
             out.push((field, a as u32, e as u32));
         }
     };
-    for at in memchr::memmem::find_iter(b, b"://") {
+    static SCHEME: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("://"));
+    static WWW: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("www."));
+    for at in SCHEME.find_iter(b) {
         let scheme = b[..at]
             .iter()
             .rev()
@@ -161,7 +166,7 @@ pub(crate) fn web_spans(text: &str, field: u8, out: &mut Vec<(u8, u32, u32)>) {
             push(out, at - scheme, to_space(at + 3));
         }
     }
-    for at in memchr::memmem::find_iter(b, b"www.") {
+    for at in WWW.find_iter(b) {
         if left_boundary(text, b, at) {
             push(out, at, to_space(at + 4));
         }
@@ -182,6 +187,11 @@ pub(crate) fn web_spans(text: &str, field: u8, out: &mut Vec<(u8, u32, u32)>) {
             push(out, at - before, at + 1 + after);
         }
     }
+}
+
+/// The range of `hits` (sorted by set) that belongs to set `s`.
+fn set_hits(hits: &[Hit], s: u32) -> std::ops::Range<usize> {
+    hits.partition_point(|h| h.set < s)..hits.partition_point(|h| h.set <= s)
 }
 
 /// Token span of an instance within one field.
@@ -297,6 +307,8 @@ pub struct Matcher {
     hits_done: bool,
     /// Web and mail addresses of the current post: field, start, end.
     web: Vec<(u8, u32, u32)>,
+    /// Which of `hits` `complete_hits` keeps (a reused buffer).
+    keep: Vec<bool>,
 }
 
 impl Matcher {
@@ -725,31 +737,30 @@ impl Matcher {
         }
         let hits = &self.hits;
         let web = &self.web;
-        let mut keep = vec![true; hits.len()];
-        if !web.is_empty() {
-            for (k, h) in hits.iter().enumerate() {
-                keep[k] = !web
-                    .iter()
-                    .any(|&(f, a, b)| f == h.field && h.start < b && a < h.end);
-            }
-        }
+        let keep = &mut self.keep;
+        keep.clear();
+        keep.extend(hits.iter().map(|h| {
+            !web.iter()
+                .any(|&(f, a, b)| f == h.field && h.start < b && a < h.end)
+        }));
         for (s, outer) in &rules.not_overlapping {
-            let lo = hits.partition_point(|h| h.set < *s);
-            let hi = hits.partition_point(|h| h.set <= *s);
-            for k in lo..hi {
-                let h = hits[k];
-                keep[k] &= !outer.iter().any(|o| {
-                    let a = hits.partition_point(|g| g.set < *o);
-                    let b = hits.partition_point(|g| g.set <= *o);
+            let own = set_hits(hits, *s);
+            if own.is_empty() {
+                continue;
+            }
+            for o in outer.iter() {
+                let others = &hits[set_hits(hits, *o)];
+                for k in own.clone() {
+                    let h = hits[k];
                     // Overlapping without holding it whole: `大使` inside `大使馆`
                     // (embassy) is no envoy, `大使馆工作人员` (embassy staff) is.
-                    hits[a..b].iter().any(|g| {
+                    keep[k] &= !others.iter().any(|g| {
                         g.field == h.field
                             && g.start < h.end
                             && h.start < g.end
                             && !(h.start <= g.start && g.end <= h.end)
-                    })
-                });
+                    });
+                }
             }
         }
         let mut k = 0;
@@ -855,10 +866,8 @@ impl Matcher {
     fn eval(&mut self, c: &Cond) -> Vec<Inst> {
         match c {
             Cond::Set(s) => {
-                let lo = self.hits.partition_point(|h| h.set < *s);
-                let hi = self.hits.partition_point(|h| h.set <= *s);
                 let mut out = Vec::new();
-                for h in &self.hits[lo..hi] {
+                for h in &self.hits[set_hits(&self.hits, *s)] {
                     if self.fields[h.field as usize].kind.bit() & self.mask == 0 {
                         continue;
                     }
