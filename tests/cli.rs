@@ -278,7 +278,8 @@ fn eval_prints_scores_and_errors() {
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
-    // rounds' fixes (looser); round 12 is still held out (no fix was made for it).
+    // rounds' fixes (looser); rounds 12 and 13 were scored held out, then fixed in one
+    // step (the seventh session).
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -322,11 +323,16 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round11-en.jsonl", 0.85, 0.6),
         ("round11-euro.jsonl", 0.85, 0.7),
         ("round11-east.jsonl", 0.85, 0.85),
-        // round 12 was scored with the rules as shipped and not used for fixes: its
-        // floors are the held-out figures themselves (imagery recall 0.50 en, 0.63 east)
+        // round 12: allusive imagery ("Landlocked no more", "the countdown has begun")
+        // stays missed (en imagery recall 0.50)
         ("round12-en.jsonl", 0.85, 0.5),
         ("round12-euro.jsonl", 0.85, 0.7),
         ("round12-east.jsonl", 0.85, 0.6),
+        // round 13 leaned toward measures named by their effect, polite summonses and
+        // threats in a short caption
+        ("round13-en.jsonl", 0.9, 0.8),
+        ("round13-euro.jsonl", 0.9, 0.8),
+        ("round13-east.jsonl", 0.9, 0.9),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
