@@ -279,7 +279,7 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
     // rounds' fixes (looser); rounds 12 and 13 were scored held out, then fixed in one
-    // step (the seventh session).
+    // step (the seventh session); round 14 is still held out.
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -333,6 +333,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round13-en.jsonl", 0.9, 0.8),
         ("round13-euro.jsonl", 0.9, 0.8),
         ("round13-east.jsonl", 0.9, 0.9),
+        // round 14 was scored with the rules as shipped (after the round-12/13 review) and
+        // not used for fixes: its floors are the held-out figures (imagery recall 0.47 euro)
+        ("round14-en.jsonl", 0.8, 0.5),
+        ("round14-euro.jsonl", 0.9, 0.45),
+        ("round14-east.jsonl", 0.85, 0.65),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
