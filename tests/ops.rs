@@ -56,6 +56,7 @@ fn metrics_pass_promtool_check_metrics() {
     let _a = attache_follow(port);
     let (code, metrics) = http_get(port, "/metrics").unwrap();
     assert_eq!(code, 200);
+    let head: String = metrics.lines().take(40).collect::<Vec<_>>().join("\n");
     for name in [
         "attache_build_info",
         "attache_posts_consumed_total",
@@ -69,7 +70,10 @@ fn metrics_pass_promtool_check_metrics() {
         "attache_rules_last_reload_success_timestamp_seconds",
         "attache_deliveries_total",
     ] {
-        assert!(metrics.contains(name), "missing {name}");
+        assert!(
+            metrics.contains(name),
+            "missing {name} in /metrics on 127.0.0.1:{port}; its first lines:\n{head}"
+        );
     }
     let mut p = Command::new(promtool)
         .args(["check", "metrics"])

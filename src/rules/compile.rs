@@ -517,13 +517,36 @@ pub(crate) enum Term {
     },
 }
 
+/// Fold the non-ASCII characters of a regex the way the normaliser folds text, so that
+/// a pattern written as published (Persian `تیر`, French `février`, `？`) matches the
+/// normalised text it runs on (`تير`, `fevrier`, `?`). ASCII is left alone (`\D` must
+/// not become `\d`); a folded character that is ASCII punctuation is escaped, and a
+/// character that folds to nothing or to several characters is kept as written.
+fn fold_regex(re: &str) -> String {
+    let mut out = String::with_capacity(re.len());
+    let mut one = [0u8; 4];
+    for c in re.chars() {
+        if c.is_ascii() {
+            out.push(c);
+            continue;
+        }
+        let n = normalize(c.encode_utf8(&mut one));
+        let mut folded = n.as_str().chars();
+        match (folded.next(), folded.next()) {
+            (Some(f), None) => out.push_str(&regex::escape(f.encode_utf8(&mut one))),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Parse one term as written in a list: `re:` regex, `*` wildcards at either end.
 pub(crate) fn parse_term(raw: &str) -> Result<Term, String> {
     if let Some(re) = raw.strip_prefix("re:") {
         if re.is_empty() {
             return Err("empty regex term".into());
         }
-        return Ok(Term::Regex(re.to_string()));
+        return Ok(Term::Regex(fold_regex(re)));
     }
     let t = raw.trim();
     if t != raw {
@@ -1615,6 +1638,23 @@ mod tests {
             }
         );
         assert_eq!(t("re:sanction(s|ed)"), Term::Regex("sanction(s|ed)".into()));
+        // Regexes run on normalised text: their non-ASCII letters are folded the same
+        // way (Persian ی → ي, accents stripped, full-width ？ → an escaped ?), ASCII
+        // (including escapes like \D) is kept.
+        assert_eq!(t("re:\\D تیر"), Term::Regex("\\D تير".into()));
+        assert_eq!(t("re:févr(ier)?"), Term::Regex("fevr(ier)?".into()));
+        assert_eq!(t("re:吗？$"), Term::Regex("吗\\?$".into()));
+        let Term::Regex(re) = t("re:(?:تیر|آذر) [1۱][3۳]\\d\\d") else {
+            panic!("a regex term")
+        };
+        let text = crate::normalize::normalize("۲۶ تیر ۱۳۶۶ و ۳ آذر 1350");
+        assert_eq!(
+            regex::Regex::new(&re)
+                .unwrap()
+                .find_iter(text.as_str())
+                .count(),
+            2
+        );
         assert!(
             matches!(parse_term("freeze* assets"), Ok(Term::Wild { anchor, .. }) if anchor == "freeze")
         );
