@@ -271,15 +271,15 @@ fn eval_prints_scores_and_errors() {
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
-/// The shipped rules on the second labelled corpus (`corpus/second/`, 4,400 posts in thirteen
-/// languages, fourteen rounds; see its README): a regression guard on precision and recall
+/// The shipped rules on the second labelled corpus (`corpus/second/`, 4,676 posts in thirteen
+/// languages, fifteen rounds; see its README): a regression guard on precision and recall
 /// per label.
 #[test]
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
     // rounds' fixes (looser); rounds 12 and 13 were scored held out, then fixed in one
-    // step (the seventh session); round 14 is still held out.
+    // step (the seventh session); rounds 14 and 15 likewise (the eighth session).
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -333,11 +333,14 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round13-en.jsonl", 0.9, 0.8),
         ("round13-euro.jsonl", 0.9, 0.8),
         ("round13-east.jsonl", 0.9, 0.9),
-        // round 14 was scored with the rules as shipped (after the round-12/13 review) and
-        // not used for fixes: its floors are the held-out figures (imagery recall 0.47 euro)
-        ("round14-en.jsonl", 0.8, 0.5),
-        ("round14-euro.jsonl", 0.9, 0.45),
-        ("round14-east.jsonl", 0.85, 0.65),
+        // rounds 14 and 15 were scored held out (imagery recall 0.47–0.67), then fixed
+        // (the eighth session)
+        ("round14-en.jsonl", 0.9, 0.9),
+        ("round14-euro.jsonl", 0.9, 0.9),
+        ("round14-east.jsonl", 0.9, 0.9),
+        ("round15-en.jsonl", 0.9, 0.9),
+        ("round15-euro.jsonl", 0.9, 0.9),
+        ("round15-east.jsonl", 0.9, 0.9),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
