@@ -752,13 +752,17 @@ impl Matcher {
                 let others = &hits[set_hits(hits, *o)];
                 for k in own.clone() {
                     let h = hits[k];
-                    // Overlapping without holding it whole: `大使` inside `大使馆`
-                    // (embassy) is no envoy, `大使馆工作人员` (embassy staff) is.
+                    // Overlapping without holding it whole and more: `大使` inside
+                    // `大使馆` (embassy) is no envoy, `大使馆工作人员` (embassy staff)
+                    // is; the same span is no hold (`konsul*` on the word "Konsulat"
+                    // that `konsulat*` also covers is no envoy).
                     keep[k] &= !others.iter().any(|g| {
                         g.field == h.field
                             && g.start < h.end
                             && h.start < g.end
-                            && !(h.start <= g.start && g.end <= h.end)
+                            && !(h.start <= g.start
+                                && g.end <= h.end
+                                && (h.start, h.end) != (g.start, g.end))
                     });
                 }
             }

@@ -269,6 +269,26 @@ lists:
     assert!(fires(&rs, &text("游客被驱逐出大使馆门前广场。")).is_none());
 }
 
+/// The same span is no hold: a wildcard stretches `konsul*` over the whole word
+/// "Konsulat", which `konsulat*` covers too, so the consulate is no envoy (the
+/// consul still is).
+#[test]
+fn not_overlapping_drops_a_hit_of_the_same_span() {
+    let lists = r#"
+kind: lists
+lists:
+  envoy: { de: ["konsul*"], not_overlapping: [mission] }
+  mission: { de: ["konsulat*"] }
+  summon: { de: ["einbestellt"] }
+"#;
+    let rs = rules_with(
+        lists,
+        "when: { near: [{ list: summon }, { list: envoy }], within: 8 }",
+    );
+    assert!(fires(&rs, &text("Das Konsulat wurde einbestellt.")).is_none());
+    assert!(fires(&rs, &text("Der Konsul wurde einbestellt.")).is_some());
+}
+
 #[test]
 fn web_spans_find_urls_and_mail_but_not_mentions() {
     let spans = |t: &str| {
