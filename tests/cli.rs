@@ -271,15 +271,16 @@ fn eval_prints_scores_and_errors() {
     assert!(s.contains("FN sanctions n1"), "{s}");
 }
 
-/// The shipped rules on the second labelled corpus (`corpus/second/`, 5,228 posts in thirteen
-/// languages, seventeen rounds; see its README): a regression guard on precision and recall
+/// The shipped rules on the second labelled corpus (`corpus/second/`, 5,504 posts in thirteen
+/// languages, eighteen rounds; see its README): a regression guard on precision and recall
 /// per label.
 #[test]
 fn shipped_rules_hold_their_scores_on_the_second_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/second");
     // Round 1 was tuned on; rounds 2 to 10 were held out until after the earlier
     // rounds' fixes (looser); rounds 12 and 13 were scored held out, then fixed in one
-    // step (the seventh session); rounds 14 to 17 likewise (the eighth session).
+    // step (the seventh session); rounds 14 to 17 likewise (the eighth session); round 18
+    // is still held out.
     let files = [
         ("en.jsonl", 0.95, 0.9),
         ("euro.jsonl", 0.95, 0.9),
@@ -349,6 +350,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round17-en.jsonl", 0.9, 0.85),
         ("round17-euro.jsonl", 0.9, 0.85),
         ("round17-east.jsonl", 0.9, 0.9),
+        // round 18 is held out (scored with the session's last rules, not fixed): its
+        // floors are the held-out figures (euro persona_non_grata recall 0.75)
+        ("round18-en.jsonl", 0.8, 0.85),
+        ("round18-euro.jsonl", 0.9, 0.7),
+        ("round18-east.jsonl", 0.85, 0.8),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
