@@ -38,7 +38,7 @@ struct Attache {
     stdin: Option<ChildStdin>,
     alerts: mpsc::Receiver<serde_json::Value>,
     /// The thread that forwards stdout lines; it ends at end of output.
-    reader: Option<std::thread::JoinHandle<()>>,
+    reader: std::thread::JoinHandle<()>,
     port: u16,
 }
 
@@ -82,7 +82,7 @@ impl Attache {
             child,
             stdin,
             alerts: rx,
-            reader: Some(reader),
+            reader,
             port,
         }
     }
@@ -134,9 +134,9 @@ impl Attache {
         // the reader thread: wait for the reader to reach end of output before
         // collecting (collecting at once lost the tail now and then, see
         // the seventh session's note: 1,044 of 1,050 alerts).
-        if let Some(r) = self.reader.take() {
-            r.join().expect("the stdout reader thread panicked");
-        }
+        self.reader
+            .join()
+            .expect("the stdout reader thread panicked");
         self.alerts.try_iter().collect()
     }
 }
