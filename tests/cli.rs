@@ -350,11 +350,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round17-en.jsonl", 0.9, 0.85),
         ("round17-euro.jsonl", 0.9, 0.85),
         ("round17-east.jsonl", 0.9, 0.9),
-        // round 18 is held out (scored with the session's last rules, not fixed): its
-        // floors are the held-out figures (euro persona_non_grata recall 0.75)
-        ("round18-en.jsonl", 0.8, 0.85),
-        ("round18-euro.jsonl", 0.9, 0.7),
-        ("round18-east.jsonl", 0.85, 0.8),
+        // round 18 was scored held out (euro persona_non_grata recall 0.75), then fixed
+        // (the ninth session)
+        ("round18-en.jsonl", 0.9, 0.9),
+        ("round18-euro.jsonl", 0.9, 0.9),
+        ("round18-east.jsonl", 0.9, 0.9),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
