@@ -359,6 +359,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round19-en.jsonl", 0.9, 0.9),
         ("round19-euro.jsonl", 0.9, 0.9),
         ("round19-east.jsonl", 0.9, 0.9),
+        // round 20 was scored held out (en persona_non_grata recall 0.75, east imagery
+        // 0.69), then fixed
+        ("round20-en.jsonl", 0.9, 0.9),
+        ("round20-euro.jsonl", 0.9, 0.9),
+        ("round20-east.jsonl", 0.9, 0.9),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
