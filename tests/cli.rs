@@ -364,6 +364,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round20-en.jsonl", 0.9, 0.9),
         ("round20-euro.jsonl", 0.9, 0.9),
         ("round20-east.jsonl", 0.9, 0.9),
+        // round 21 was scored held out (euro sanctions recall 0.64), then fixed; two euro
+        // imagery allusions stay missed
+        ("round21-en.jsonl", 0.9, 0.9),
+        ("round21-euro.jsonl", 0.9, 0.85),
+        ("round21-east.jsonl", 0.9, 0.9),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
