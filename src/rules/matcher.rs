@@ -1288,7 +1288,7 @@ fn tokenize(text: &str, out: &mut Tokens) {
         let was_word_len = if in_word { word_len } else { 0 };
         in_word = false;
         let ends = match c {
-            '\n' | '!' | '?' | ';' | '…' | '。' | '！' | '？' | '؟' | '؛' => true,
+            '\n' | '!' | '?' | '…' | '。' | '！' | '？' | '؟' | '؛' => true,
             // A full stop ends a sentence when followed by a space or the end, and not
             // after a single letter (u.s., e.g.).
             '.' => {

@@ -170,7 +170,12 @@ t!(
 t!(
     near_same_sentence,
     "when: { near: [{ list: expel }, { list: envoy }], sentence: true }",
-    ["We will, after long deliberation and review of the facts, expel the ambassador."],
+    // A semicolon joins two clauses of one sentence ("the Presidential Palace in Vilnius;
+    // a red reticle locks onto its roof"); a full stop or a line break ends it.
+    [
+        "We will, after long deliberation and review of the facts, expel the ambassador.",
+        "Two diplomats were named yesterday; today we expel the ambassador."
+    ],
     [
         "We expel nobody. The ambassador stays.",
         "We expel nobody\nThe ambassador stays."
