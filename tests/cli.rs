@@ -382,6 +382,11 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round24-en.jsonl", 0.9, 0.9),
         ("round24-euro.jsonl", 0.9, 0.9),
         ("round24-east.jsonl", 0.9, 0.9),
+        // round 25 is held out (scored with the session's last rules, not fixed): its
+        // floors are the held-out figures (euro imagery recall 0.31)
+        ("round25-en.jsonl", 0.9, 0.75),
+        ("round25-euro.jsonl", 0.9, 0.3),
+        ("round25-east.jsonl", 0.85, 0.8),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
