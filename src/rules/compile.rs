@@ -184,8 +184,22 @@ pub(crate) struct Entry {
     pub(crate) verify: u32,
     /// Whether `set` names a country (its hits are kept for targets).
     pub(crate) country: bool,
-    /// Whether some rule's gate names `set` (only such sets need marking as found).
-    pub(crate) gated: bool,
+}
+
+/// What the full scan does with one match of an Aho-Corasick pattern: mark a gate
+/// atom as found (after its boundary checks), or queue a wildcard phrase's regex.
+///
+/// The gates are indexed by atoms, not by sets: a literal atom is a pattern with its
+/// boundary flags, and a set with regex or wildcard-phrase terms has one atom of its
+/// own (`RuleSet::set_atom`). A common word in many small sets is then one step of
+/// the scan, not one per set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanItem {
+    pub(crate) atom: u32,
+    pub(crate) left: bool,
+    pub(crate) right: bool,
+    /// Index into `RuleSet::verify`, or `NO_VERIFY` for an atom.
+    pub(crate) verify: u32,
 }
 
 /// No verification regex.
@@ -218,6 +232,12 @@ pub struct RuleSet {
     /// Per AC pattern, a range into `entries`.
     pub(crate) pattern_entries: Vec<(u32, u32)>,
     pub(crate) entries: Vec<Entry>,
+    /// Per AC pattern, a range into `scan_items`: the gate atoms and wildcard phrases
+    /// a match of it may find.
+    pub(crate) pattern_scan: Vec<(u32, u32)>,
+    pub(crate) scan_items: Vec<ScanItem>,
+    /// Number of literal atoms; set `s`'s own atom is `literal_atoms + s`.
+    pub(crate) literal_atoms: u32,
     pub(crate) regex_set: Option<RegexSet>,
     pub(crate) regexes: Vec<(Regex, u32)>,
     /// Whether regex terms may run only once a candidate rule is about to be evaluated:
@@ -227,7 +247,8 @@ pub struct RuleSet {
     pub(crate) regex_lazy: bool,
     /// Wildcard-phrase regexes (run only when their anchor was found) and their set.
     pub(crate) verify: Vec<(WildPattern, u32)>,
-    /// The index of the rules' gates: only rules whose gate holds are evaluated.
+    /// The index of the rules' gates over atoms (see [`ScanItem`]): only rules whose
+    /// gate holds are evaluated.
     pub(crate) gates: GateIndex,
     /// The set of the `foreign_country` list (`u32::MAX` when no country is defined).
     pub(crate) foreign_set: u32,
@@ -246,6 +267,16 @@ impl RuleSet {
         self.rules.iter().find(|r| r.id == id)
     }
 
+    /// The gate atom of set `s`'s regex and wildcard-phrase terms.
+    pub(crate) fn set_atom(&self, s: u32) -> u32 {
+        self.literal_atoms + s
+    }
+
+    /// Number of gate atoms (literal atoms, then one per set).
+    pub(crate) fn atoms(&self) -> usize {
+        self.literal_atoms as usize + self.sets.len()
+    }
+
     /// Number of enabled rules.
     pub fn enabled(&self) -> usize {
         self.rules.iter().filter(|r| r.enabled).count()
@@ -262,6 +293,9 @@ impl RuleSet {
             trigger: None,
             pattern_entries: Vec::new(),
             entries: Vec::new(),
+            pattern_scan: Vec::new(),
+            scan_items: Vec::new(),
+            literal_atoms: 0,
             regex_set: None,
             regexes: Vec::new(),
             regex_lazy: true,
@@ -846,7 +880,6 @@ impl Builder {
                         right: false,
                         verify: v,
                         country: false,
-                        gated: false,
                     },
                 );
             }
@@ -859,7 +892,6 @@ impl Builder {
                         right,
                         verify: NO_VERIFY,
                         country: false,
-                        gated: false,
                     },
                 );
             }
@@ -882,6 +914,102 @@ impl Builder {
         }) {
             entries.push(entry);
         }
+    }
+
+    /// The gates over atoms (see [`ScanItem`]): `full[r]` is rule `r`'s gate over sets;
+    /// each clause becomes the atoms of its sets. `set_terms` are the sets of the regex
+    /// and wildcard-phrase terms (they have an atom of their own). Returns the number of literal atoms,
+    /// per pattern its range of scan items, the items, and the index.
+    fn atom_gates(
+        nsets: usize,
+        pattern_text: &[String],
+        pattern_entries: &[Vec<Entry>],
+        set_terms: impl Iterator<Item = u32>,
+        full: &[Vec<Vec<u32>>],
+    ) -> (u32, Vec<(u32, u32)>, Vec<ScanItem>, GateIndex) {
+        let mut gated = vec![false; nsets];
+        for clause in full.iter().flatten() {
+            for &s in clause {
+                gated[s as usize] = true;
+            }
+        }
+        let mut set_atoms: Vec<Vec<u32>> = vec![Vec::new(); nsets];
+        // Per literal atom, its pattern's length: the longer, the rarer (a guess).
+        let mut atom_len: Vec<usize> = Vec::new();
+        let mut literal_atoms = 0u32;
+        let mut pattern_scan = Vec::with_capacity(pattern_entries.len());
+        let mut scan_items: Vec<ScanItem> = Vec::new();
+        for (p, es) in pattern_entries.iter().enumerate() {
+            let start = scan_items.len();
+            for e in es {
+                if e.verify != NO_VERIFY {
+                    scan_items.push(ScanItem {
+                        atom: u32::MAX,
+                        left: false,
+                        right: false,
+                        verify: e.verify,
+                    });
+                    continue;
+                }
+                if !gated[e.set as usize] {
+                    continue;
+                }
+                let known = scan_items[start..]
+                    .iter()
+                    .find(|i| i.verify == NO_VERIFY && (i.left, i.right) == (e.left, e.right));
+                let atom = match known {
+                    Some(i) => i.atom,
+                    None => {
+                        atom_len.push(pattern_text[p].len());
+                        literal_atoms += 1;
+                        scan_items.push(ScanItem {
+                            atom: literal_atoms - 1,
+                            left: e.left,
+                            right: e.right,
+                            verify: NO_VERIFY,
+                        });
+                        literal_atoms - 1
+                    }
+                };
+                set_atoms[e.set as usize].push(atom);
+            }
+            pattern_scan.push((start as u32, scan_items.len() as u32));
+        }
+        for s in set_terms {
+            set_atoms[s as usize].push(literal_atoms + s);
+        }
+        let clauses: Vec<Vec<Vec<u32>>> = full
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|c| {
+                        let mut atoms: Vec<u32> = c
+                            .iter()
+                            .flat_map(|s| set_atoms[*s as usize].iter().copied())
+                            .collect();
+                        atoms.sort_unstable();
+                        atoms.dedup();
+                        atoms
+                    })
+                    .collect()
+            })
+            .collect();
+        // A clause is about as rare as its commonest atom; regex and wildcard-phrase
+        // atoms count as common.
+        let rarity = |c: &[u32]| {
+            let shortest = c
+                .iter()
+                .map(|a| atom_len.get(*a as usize).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            (shortest as u64) << 8 | (255 - c.len().min(255)) as u64
+        };
+        let gates = GateIndex::with_checks(
+            clauses.iter().map(Vec::as_slice),
+            literal_atoms as usize + nsets,
+            rarity,
+        );
+        (literal_atoms, pattern_scan, scan_items, gates)
     }
 
     /// The set of an inline term list. Identical lists share one set (named after
@@ -1447,16 +1575,21 @@ impl Builder {
             full.push(g);
             trigger_gates.push(small);
         }
-        let gates = GateIndex::new(full.iter().map(Vec::as_slice), self.sets.len());
-        for e in &mut entries {
-            e.gated = gates.names(e.set);
-        }
+        let (literal_atoms, pattern_scan, scan_items, gates) = Self::atom_gates(
+            self.sets.len(),
+            &self.pattern_text,
+            &self.pattern_entries,
+            self.regexes
+                .iter()
+                .map(|(_, s)| *s)
+                .chain(self.verify.iter().map(|(_, s)| *s)),
+            &full,
+        );
         let trigger_gates =
             GateIndex::new(trigger_gates.iter().map(Vec::as_slice), self.sets.len());
-        let regex_lazy = !self
-            .regexes
-            .iter()
-            .any(|(_, s)| gates.names(*s) || self.sets[*s as usize].country.is_some());
+        let regex_lazy = !self.regexes.iter().any(|(_, s)| {
+            gates.names(literal_atoms + *s) || self.sets[*s as usize].country.is_some()
+        });
         let trigger = if !trigger_possible || self.pattern_text.is_empty() {
             None
         } else {
@@ -1497,6 +1630,9 @@ impl Builder {
             ac,
             pattern_entries,
             entries,
+            pattern_scan,
+            scan_items,
+            literal_atoms,
             regex_set,
             regexes,
             regex_lazy,

@@ -86,51 +86,143 @@ pub(crate) fn cnf(c: &Cond, size: &[usize]) -> Vec<Vec<u32>> {
     out
 }
 
-/// Per set, the clauses naming it; per clause, its rule; per rule, its clause count.
+/// Most items a clause may have to be checked (see [`GateIndex::with_checks`]).
+const CHECK_ITEMS: usize = 8;
+
+/// A counted clause naming an item, with what its rule needs to open.
+#[derive(Debug, Clone, Copy)]
+struct Ref {
+    clause: u32,
+    rule: u32,
+    /// The rule's number of counted clauses.
+    need: u32,
+    /// The rule's checked clauses: a range into `GateIndex::check_items`.
+    checks: (u32, u32),
+}
+
+/// Per item, the counted clauses naming it (with their rule and the rule's number of
+/// counted clauses); per rule, the clauses checked once its counted clauses hold.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct GateIndex {
-    /// Per set, a range into `refs`.
-    set_refs: Vec<(u32, u32)>,
-    /// Clause ids.
-    refs: Vec<u32>,
-    clause_rule: Vec<u32>,
-    rule_clauses: Vec<u32>,
+    /// Per item, a range into `refs`.
+    item_refs: Vec<(u32, u32)>,
+    /// One sequential read per step of [`GateCounter::found`].
+    refs: Vec<Ref>,
+    /// Number of counted clauses.
+    clauses: usize,
+    /// Number of rules.
+    rules: usize,
+    /// The checked clauses, each its length followed by its items.
+    check_items: Vec<u32>,
+    /// Items named by a checked clause.
+    checked: Vec<bool>,
 }
 
 impl GateIndex {
-    /// Index `gates[r]` (the clauses of rule `r`) over `sets` term sets.
-    pub(crate) fn new<'g>(gates: impl Iterator<Item = &'g [Vec<u32>]>, sets: usize) -> Self {
-        let mut by_set: Vec<Vec<u32>> = vec![Vec::new(); sets];
-        let mut clause_rule = Vec::new();
-        let mut rule_clauses = Vec::new();
+    /// Index `gates[r]` (the clauses of rule `r`) over `items` items, every clause
+    /// counted (for the trigger automaton, whose items are found one by one).
+    pub(crate) fn new<'g>(gates: impl Iterator<Item = &'g [Vec<u32>]>, items: usize) -> Self {
+        Self::build(gates, items, None::<fn(&[u32]) -> u64>)
+    }
+
+    /// Like [`GateIndex::new`], but for items that are all known before the first
+    /// [`GateCounter::found`]: of the clauses of at most `CHECK_ITEMS` items, only the
+    /// one of highest `rarity` is counted (none when a larger clause is), and the others
+    /// are checked when the rule's counted clauses hold. A rule of two small clauses
+    /// then costs a step only when its rarer clause is found, not when either is.
+    pub(crate) fn with_checks<'g>(
+        gates: impl Iterator<Item = &'g [Vec<u32>]>,
+        items: usize,
+        rarity: impl Fn(&[u32]) -> u64,
+    ) -> Self {
+        Self::build(gates, items, Some(rarity))
+    }
+
+    fn build<'g>(
+        gates: impl Iterator<Item = &'g [Vec<u32>]>,
+        items: usize,
+        rarity: Option<impl Fn(&[u32]) -> u64>,
+    ) -> Self {
+        let mut by_item: Vec<Vec<[u32; 2]>> = vec![Vec::new(); items];
+        let mut need = Vec::new();
+        let mut clauses = 0usize;
+        let mut rule_checks = Vec::new();
+        let mut check_items = Vec::new();
+        let mut checked = vec![false; items];
         for (r, gate) in gates.enumerate() {
-            rule_clauses.push(gate.len() as u32);
-            for clause in gate {
-                let c = clause_rule.len() as u32;
-                clause_rule.push(r as u32);
-                for &s in clause {
-                    by_set[s as usize].push(c);
+            let small = |c: &Vec<u32>| c.len() <= CHECK_ITEMS;
+            // The one small clause to count, if any small clause is checked at all.
+            let counted_small = rarity.as_ref().and_then(|rarity| {
+                if gate.iter().all(small) {
+                    gate.iter()
+                        .enumerate()
+                        .max_by_key(|(_, c)| rarity(c))
+                        .map(|(i, _)| i)
+                } else {
+                    Some(usize::MAX)
                 }
+            });
+            let first_check = check_items.len() as u32;
+            let mut n = 0u32;
+            for (i, clause) in gate.iter().enumerate() {
+                let check = counted_small.is_some_and(|k| k != i && small(clause));
+                if check {
+                    check_items.push(clause.len() as u32);
+                    check_items.extend_from_slice(clause);
+                    for &s in clause {
+                        checked[s as usize] = true;
+                    }
+                    continue;
+                }
+                for &s in clause {
+                    by_item[s as usize].push([clauses as u32, r as u32]);
+                }
+                clauses += 1;
+                n += 1;
             }
+            need.push(n);
+            rule_checks.push((first_check, check_items.len() as u32));
         }
-        let mut set_refs = Vec::with_capacity(sets);
+        let mut item_refs = Vec::with_capacity(items);
         let mut refs = Vec::new();
-        for v in by_set {
+        for v in by_item {
             let start = refs.len() as u32;
-            refs.extend(v);
-            set_refs.push((start, refs.len() as u32));
+            refs.extend(v.into_iter().map(|[c, r]| Ref {
+                clause: c,
+                rule: r,
+                need: need[r as usize],
+                checks: rule_checks[r as usize],
+            }));
+            item_refs.push((start, refs.len() as u32));
         }
         Self {
-            set_refs,
+            item_refs,
             refs,
-            clause_rule,
-            rule_clauses,
+            clauses,
+            rules: need.len(),
+            check_items,
+            checked,
         }
     }
 
-    /// Whether set `s` is named by some clause.
+    /// Whether item `s` is named by some clause.
     pub(crate) fn names(&self, s: u32) -> bool {
-        self.set_refs.get(s as usize).is_some_and(|(a, b)| a < b)
+        self.item_refs.get(s as usize).is_some_and(|(a, b)| a < b)
+            || self.checked.get(s as usize).is_some_and(|c| *c)
+    }
+
+    /// Whether every checked clause in `check_items[a..b]` has an item for which
+    /// `has` holds.
+    fn checks_hold(&self, (a, b): (u32, u32), has: &impl Fn(u32) -> bool) -> bool {
+        let mut rest = &self.check_items[a as usize..b as usize];
+        while let Some((&n, tail)) = rest.split_first() {
+            let (clause, next) = tail.split_at(n as usize);
+            if !clause.iter().any(|&s| has(s)) {
+                return false;
+            }
+            rest = next;
+        }
+        true
     }
 }
 
@@ -145,33 +237,44 @@ pub(crate) struct GateCounter {
 }
 
 impl GateCounter {
-    /// Note that set `s` was found; calls `open(rule)` for each rule whose gate now
-    /// holds (once per rule between resets). Returns whether some rule opened.
-    pub(crate) fn found(&mut self, idx: &GateIndex, s: u32, mut open: impl FnMut(u32)) -> bool {
-        if self.count.len() != idx.rule_clauses.len()
-            || self.done.len() != idx.clause_rule.len().div_ceil(64)
-        {
-            self.count = vec![0; idx.rule_clauses.len()];
-            self.done = vec![0; idx.clause_rule.len().div_ceil(64)];
+    /// Note that item `s` was found; calls `open(rule)` for each rule whose gate now
+    /// holds (once per rule between resets): its counted clauses all have a found item,
+    /// and its checked clauses an item for which `has` holds. Returns whether some rule
+    /// opened.
+    pub(crate) fn found(
+        &mut self,
+        idx: &GateIndex,
+        s: u32,
+        has: impl Fn(u32) -> bool,
+        mut open: impl FnMut(u32),
+    ) -> bool {
+        if self.count.len() != idx.rules || self.done.len() != idx.clauses.div_ceil(64) {
+            self.count = vec![0; idx.rules];
+            self.done = vec![0; idx.clauses.div_ceil(64)];
         }
-        let Some(&(a, b)) = idx.set_refs.get(s as usize) else {
+        let Some(&(a, b)) = idx.item_refs.get(s as usize) else {
             return false;
         };
         let mut opened = false;
-        for &c in &idx.refs[a as usize..b as usize] {
+        for &Ref {
+            clause: c,
+            rule: r,
+            need,
+            checks,
+        } in &idx.refs[a as usize..b as usize]
+        {
             let (w, bit) = ((c / 64) as usize, 1u64 << (c % 64));
             if self.done[w] & bit != 0 {
                 continue;
             }
             self.done[w] |= bit;
             self.touched_clauses.push(c);
-            let r = idx.clause_rule[c as usize];
             let n = &mut self.count[r as usize];
             if *n == 0 {
                 self.touched_rules.push(r);
             }
             *n += 1;
-            if *n == idx.rule_clauses[r as usize] {
+            if *n == need && idx.checks_hold(checks, &has) {
                 opened = true;
                 open(r);
             }
@@ -250,14 +353,54 @@ mod tests {
         let mut c = GateCounter::default();
         let mut opened = Vec::new();
         for s in [3, 2, 1] {
-            c.found(&idx, s, |r| opened.push(r));
+            c.found(&idx, s, |_| true, |r| opened.push(r));
         }
         assert_eq!(opened, vec![1, 0]);
         c.reset();
         opened.clear();
-        c.found(&idx, 1, |r| opened.push(r));
+        c.found(&idx, 1, |_| true, |r| opened.push(r));
         assert!(opened.is_empty(), "reset forgets the clauses found before");
-        c.found(&idx, 2, |r| opened.push(r));
+        c.found(&idx, 2, |_| true, |r| opened.push(r));
+        assert_eq!(opened, vec![0]);
+    }
+
+    #[test]
+    fn a_checked_clause_is_tested_when_the_counted_one_holds() {
+        // rule 0: 1 ∧ 2, where 2 is the rarer: only 2 is counted, 1 is checked.
+        let gates = [vec![vec![1], vec![2]]];
+        let rarity = |c: &[u32]| u64::from(c[0]);
+        let idx = GateIndex::with_checks(gates.iter().map(|g| g.as_slice()), 3, rarity);
+        assert!(idx.names(1) && idx.names(2), "checked items are named too");
+        let mut c = GateCounter::default();
+        let mut opened = Vec::new();
+        assert!(
+            !c.found(&idx, 1, |_| true, |r| opened.push(r)),
+            "1 is not counted"
+        );
+        assert!(
+            !c.found(&idx, 2, |s| s == 2, |r| opened.push(r)),
+            "1 was not found"
+        );
+        c.reset();
+        assert!(c.found(&idx, 2, |s| s == 1 || s == 2, |r| opened.push(r)));
+        assert_eq!(opened, vec![0]);
+    }
+
+    #[test]
+    fn a_large_clause_is_counted_and_every_small_one_checked() {
+        // rule 0: (0 ∨ … ∨ 9) ∧ 10 ∧ 11: the ten-item clause is counted, 10 and 11
+        // are checked.
+        let gates = [vec![(0..10).collect::<Vec<u32>>(), vec![10], vec![11]]];
+        let idx = GateIndex::with_checks(gates.iter().map(|g| g.as_slice()), 12, |_| 0);
+        let mut c = GateCounter::default();
+        let mut opened = Vec::new();
+        assert!(!c.found(&idx, 10, |_| true, |r| opened.push(r)));
+        assert!(
+            !c.found(&idx, 3, |s| s != 11, |r| opened.push(r)),
+            "11 is missing"
+        );
+        c.reset();
+        assert!(c.found(&idx, 7, |s| s >= 7, |r| opened.push(r)));
         assert_eq!(opened, vec![0]);
     }
 }

@@ -281,7 +281,7 @@ pub struct Matcher {
     pattern_hits: Vec<PatternHit>,
     /// Hits of the sets the candidate rules use, sorted (set, field, start, end).
     hits: Vec<Hit>,
-    /// Sets found in the current post.
+    /// Gate atoms found in the current post (see `compile::ScanItem`).
     found: SetBits,
     /// Sets the candidate rules use.
     want: SetBits,
@@ -342,16 +342,16 @@ impl Matcher {
         out: &mut Vec<RuleMatch>,
         also: Option<&str>,
     ) {
-        if !self.prepare(rules, post) {
+        // Only the enabled rules that pass the media and account filters are
+        // evaluated, so only their sets' hits are needed.
+        let keep =
+            |rule: &Rule| (rule.enabled || also == Some(rule.id.as_str())) && prefilter(rule, post);
+        if !self.prepare(rules, post, keep) {
             return;
         }
         for i in 0..self.cand.len() {
             let r = self.cand[i] as usize;
             let rule = &rules.rules[r];
-            let enabled = rule.enabled || also == Some(rule.id.as_str());
-            if !enabled || !self.prefilter(rule, post) {
-                continue;
-            }
             self.complete_hits(rules);
             if let Some(ev) = self.evaluate(rule, None) {
                 let (targets, target_evidence) = self.targets(rules, rule, post);
@@ -370,7 +370,7 @@ impl Matcher {
     /// it fired or not.
     pub fn explain(&mut self, rules: &RuleSet, post: &Post<'_>) -> Vec<Trace> {
         let mut traces = Vec::new();
-        if !self.prepare(rules, post) {
+        if !self.prepare(rules, post, |_| true) {
             return traces;
         }
         for i in 0..self.cand.len() {
@@ -423,9 +423,9 @@ impl Matcher {
     }
 
     /// Normalise and scan every field; collect the candidate rules (those whose gate
-    /// holds, in rule order) and the hits of the sets they use. False when there is
-    /// no candidate.
-    fn prepare(&mut self, rules: &RuleSet, post: &Post<'_>) -> bool {
+    /// holds and for which `keep` holds, in rule order) and the hits of the sets they
+    /// use. False when there is no candidate.
+    fn prepare(&mut self, rules: &RuleSet, post: &Post<'_>, keep: impl Fn(&Rule) -> bool) -> bool {
         self.nfields = 0;
         self.hits.clear();
         self.pattern_hits.clear();
@@ -446,7 +446,7 @@ impl Matcher {
         if let Some(t) = post.quoted_text.as_deref() {
             self.add_field(FieldRef::QuotedText, t);
         }
-        self.found.fit(rules.sets.len());
+        self.found.fit(rules.atoms());
         self.want.fit(rules.sets.len());
         self.gate_found.fit(rules.sets.len());
         // The trigger pays when it stops most posts; when most pass it, it is a
@@ -484,16 +484,23 @@ impl Matcher {
             self.cand_bits = vec![0; words];
         }
         let cand_bits = &mut self.cand_bits;
-        for &s in &self.found.list {
-            self.gate.found(&rules.gates, s, |r| {
-                cand_bits[(r / 64) as usize] |= 1 << (r % 64);
-            });
+        let found = &self.found;
+        for &s in &found.list {
+            self.gate.found(
+                &rules.gates,
+                s,
+                |a| found.contains(a),
+                |r| cand_bits[(r / 64) as usize] |= 1 << (r % 64),
+            );
         }
         self.gate.reset();
         for (k, w) in self.cand_bits.iter_mut().enumerate() {
             let mut bits = std::mem::take(w);
             while bits != 0 {
-                self.cand.push(k as u32 * 64 + bits.trailing_zeros());
+                let r = k as u32 * 64 + bits.trailing_zeros();
+                if keep(&rules.rules[r as usize]) {
+                    self.cand.push(r);
+                }
                 bits &= bits - 1;
             }
         }
@@ -530,7 +537,7 @@ impl Matcher {
                 // `foreign_country`: a name of the posting account's own country is
                 // not another state.
                 if e.set == rules.foreign_set
-                    && own.is_some_and(|own| names_country(rules, a, b, own))
+                    && own.is_some_and(|own| names_country(rules, ph.pattern, own))
                 {
                     continue;
                 }
@@ -540,19 +547,12 @@ impl Matcher {
                 if e.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
                     continue;
                 }
-                // A wildcard end covers the rest of its word, so evidence shows
-                // the whole word ("diplomates", not "diplomat").
-                let s = if e.left {
-                    start
-                } else {
-                    word_start(text, start)
-                };
-                let t = if e.right { end } else { word_end(text, end) };
+                let (s, t) = hit_span(text, start, end, e.left, e.right);
                 self.hits.push(Hit {
                     set: e.set,
                     field: ph.field,
-                    start: s as u32,
-                    end: t as u32,
+                    start: s,
+                    end: t,
                 });
             }
         }
@@ -602,7 +602,7 @@ impl Matcher {
                             && (!e.right || right_boundary(text, bytes, m.end())))
                     {
                         self.gate_found.insert(e.set);
-                        if self.trigger_gate.found(gates, e.set, |_| ()) {
+                        if self.trigger_gate.found(gates, e.set, |_| true, |_| ()) {
                             self.trigger_gate.reset();
                             return true;
                         }
@@ -614,14 +614,14 @@ impl Matcher {
         false
     }
 
-    /// Scan field `f` with the automaton: record its matches and mark the sets found.
+    /// Scan field `f` with the automaton: record its matches and mark the gate atoms
+    /// found.
     fn scan(&mut self, rules: &RuleSet, f: usize) {
         let text = self.fields[f].norm.as_str();
         let bytes = text.as_bytes();
         if let Some(ac) = &rules.ac {
             for m in ac.find_overlapping_iter(text) {
                 let p = m.pattern().as_usize();
-                let (a, b) = rules.pattern_entries[p];
                 let (start, end) = (m.start(), m.end());
                 self.pattern_hits.push(PatternHit {
                     pattern: p as u32,
@@ -629,26 +629,27 @@ impl Matcher {
                     start: start as u32,
                     end: end as u32,
                 });
+                let (a, b) = rules.pattern_scan[p];
                 let mut lb = None;
                 let mut rb = None;
-                for e in &rules.entries[a as usize..b as usize] {
-                    if e.verify != NO_VERIFY {
-                        if !self.verify_queue.contains(&e.verify) {
-                            self.verify_queue.push(e.verify);
+                for i in &rules.scan_items[a as usize..b as usize] {
+                    if i.verify != NO_VERIFY {
+                        if !self.verify_queue.contains(&i.verify) {
+                            self.verify_queue.push(i.verify);
                         }
                         continue;
                     }
-                    // Found sets only feed the gates; hits come from `pattern_hits`.
-                    if !e.gated || self.found.contains(e.set) {
+                    // Found atoms only feed the gates; hits come from `pattern_hits`.
+                    if self.found.contains(i.atom) {
                         continue;
                     }
-                    if e.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
+                    if i.left && !*lb.get_or_insert_with(|| left_boundary(text, bytes, start)) {
                         continue;
                     }
-                    if e.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
+                    if i.right && !*rb.get_or_insert_with(|| right_boundary(text, bytes, end)) {
                         continue;
                     }
-                    self.found.insert(e.set);
+                    self.found.insert(i.atom);
                 }
             }
         }
@@ -666,7 +667,7 @@ impl Matcher {
                 });
             }
             if !spans.is_empty() {
-                self.found.insert(*s);
+                self.found.insert(rules.set_atom(*s));
             }
         }
         self.verify_queue.clear();
@@ -685,7 +686,7 @@ impl Matcher {
                         start: m.start() as u32,
                         end: m.end() as u32,
                     });
-                    found.insert(*s);
+                    found.insert(rules.set_atom(*s));
                 }
             }
         };
@@ -772,11 +773,6 @@ impl Matcher {
             k += 1;
             keep[k - 1]
         });
-    }
-
-    /// The media and account filters (the gate has already held).
-    fn prefilter(&self, rule: &Rule, post: &Post<'_>) -> bool {
-        (!rule.requires_media || post.has_media()) && accounts_pass(&rule.accounts, post)
     }
 
     /// Evaluate a rule; `Some(occurrences)` of the surviving matches when it fires.
@@ -1080,8 +1076,14 @@ impl Matcher {
     }
 }
 
-/// Whether one of the entries `a..b` of a pattern is a term of country `code`'s list.
-fn names_country(rules: &RuleSet, a: u32, b: u32, code: &str) -> bool {
+/// The media and account filters of `rule` (checked once its gate holds).
+fn prefilter(rule: &Rule, post: &Post<'_>) -> bool {
+    (!rule.requires_media || post.has_media()) && accounts_pass(&rule.accounts, post)
+}
+
+/// Whether `pattern` is a term of country `code`'s list.
+fn names_country(rules: &RuleSet, pattern: u32, code: &str) -> bool {
+    let (a, b) = rules.pattern_entries[pattern as usize];
     rules.entries[a as usize..b as usize].iter().any(|e| {
         e.country
             && rules.sets[e.set as usize]
@@ -1089,6 +1091,15 @@ fn names_country(rules: &RuleSet, a: u32, b: u32, code: &str) -> bool {
                 .as_deref()
                 .is_some_and(|c| c.eq_ignore_ascii_case(code))
     })
+}
+
+/// The span of a literal term's hit at `start..end`: a wildcard end (no boundary
+/// needed) covers the rest of its word, so evidence shows the whole word
+/// ("diplomates", not "diplomat").
+fn hit_span(text: &str, start: usize, end: usize, left: bool, right: bool) -> (u32, u32) {
+    let s = if left { start } else { word_start(text, start) };
+    let t = if right { end } else { word_end(text, end) };
+    (s as u32, t as u32)
 }
 
 fn ranges_overlap(a0: u32, a1: u32, b0: u32, b1: u32) -> bool {
