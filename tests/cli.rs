@@ -382,15 +382,15 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round24-en.jsonl", 0.9, 0.9),
         ("round24-euro.jsonl", 0.9, 0.9),
         ("round24-east.jsonl", 0.9, 0.9),
-        // round 25 is held out (scored with the session's last rules, not fixed): its
-        // floors are the held-out figures (euro imagery recall 0.31)
+        // round 25 is held out (never used for fixes): its floors are the held-out
+        // figures (euro imagery recall 0.31 when scored)
         ("round25-en.jsonl", 0.9, 0.75),
         ("round25-euro.jsonl", 0.9, 0.3),
         ("round25-east.jsonl", 0.85, 0.8),
-        // round 26 is held out (scored with the rules of 518c44b before any fix)
-        ("round26-en.jsonl", 0.85, 0.9),
-        ("round26-euro.jsonl", 0.9, 0.65),
-        ("round26-east.jsonl", 0.9, 0.65),
+        // round 26 was scored held out (euro and east imagery recall 0.69), then fixed
+        ("round26-en.jsonl", 0.9, 0.9),
+        ("round26-euro.jsonl", 0.9, 0.9),
+        ("round26-east.jsonl", 0.9, 0.9),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()

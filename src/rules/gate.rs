@@ -1,8 +1,11 @@
 //! Gates: which rules are worth evaluating on a post. A rule's gate is a necessary
 //! condition of its `when` in conjunctive form (clauses of term sets); the rule can
 //! fire only if every clause has a set that was found. The index counts satisfied
-//! clauses per rule as sets are found, so a post costs one step per (found set,
-//! clause naming it), whatever the number of rules.
+//! clauses per rule as items are found (the full scan's atoms, see
+//! `compile::ScanItem`, or the trigger automaton's sets), so a post costs one step per
+//! (found item, counted clause naming it), whatever the number of rules. Small
+//! clauses other than a rule's rarest are not counted but checked once the counted
+//! ones hold (see [`GateIndex::with_checks`]).
 //!
 //! Pure: no I/O.
 

@@ -285,8 +285,8 @@ pub struct Matcher {
     found: SetBits,
     /// Sets the candidate rules use.
     want: SetBits,
-    /// Clauses of the rules' gates satisfied by the sets found by the full scan and
-    /// by the trigger automaton.
+    /// Clauses of the rules' gates satisfied by the atoms found by the full scan and
+    /// by the sets found by the trigger automaton.
     gate: GateCounter,
     trigger_gate: GateCounter,
     /// Sets the trigger automaton found.
