@@ -406,4 +406,42 @@ mod tests {
         assert!(c.found(&idx, 7, |s| s >= 7, |r| opened.push(r)));
         assert_eq!(opened, vec![0]);
     }
+
+    proptest::proptest! {
+        /// With or without checked clauses, a rule opens exactly when every one of its
+        /// clauses has a found item, whatever order the items are found in.
+        #[test]
+        fn opens_exactly_the_rules_whose_clauses_all_hold(
+            gates in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(0u32..24, 1..12), 0..4),
+                1..12,
+            ),
+            found in proptest::collection::vec(0u32..24, 0..24),
+            rarity_seed in 0u64..1000,
+        ) {
+            let mut found = found;
+            found.sort_unstable();
+            found.dedup();
+            let want: Vec<u32> = gates
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| !g.is_empty() && g.iter().all(|c| c.iter().any(|s| found.contains(s))))
+                .map(|(r, _)| r as u32)
+                .collect();
+            let rarity = |c: &[u32]| (c[0] as u64 * 7919 + rarity_seed) % 13;
+            for idx in [
+                GateIndex::new(gates.iter().map(Vec::as_slice), 24),
+                GateIndex::with_checks(gates.iter().map(Vec::as_slice), 24, rarity),
+            ] {
+                let mut c = GateCounter::default();
+                let mut opened = Vec::new();
+                for &s in found.iter().rev() {
+                    c.found(&idx, s, |a| found.contains(&a), |r| opened.push(r));
+                }
+                opened.sort_unstable();
+                proptest::prop_assert_eq!(&opened, &want);
+                c.reset();
+            }
+        }
+    }
 }
