@@ -391,6 +391,8 @@ fn shipped_rules_hold_their_scores_on_the_second_corpus() {
         ("round26-en.jsonl", 0.9, 0.9),
         ("round26-euro.jsonl", 0.9, 0.9),
         ("round26-east.jsonl", 0.9, 0.9),
+        // round 27 (east only) is held out (scored with the rules of fb0843e, not fixed)
+        ("round27-east.jsonl", 0.9, 0.85),
     ];
     for (file, min_p, min_r) in files {
         let out = bin()
